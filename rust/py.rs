@@ -1,0 +1,259 @@
+//! The only module that knows Python: `SketchStore` as a pyclass.
+
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::config::SketchConfig;
+use crate::error::CoreError;
+use crate::snapshot;
+use crate::store::{Batch, SketchStore};
+
+pyo3::import_exception!(spanwatch.errors, SnapshotError);
+pyo3::import_exception!(spanwatch.errors, ConfigError);
+pyo3::import_exception!(spanwatch.errors, InputError);
+
+impl From<CoreError> for PyErr {
+    fn from(e: CoreError) -> PyErr {
+        let msg = e.to_string();
+        match e {
+            CoreError::Config(_) => ConfigError::new_err(msg),
+            CoreError::Input(_) => InputError::new_err(msg),
+            CoreError::Snapshot(_) => SnapshotError::new_err(msg),
+            CoreError::UnknownClient(_) => PyKeyError::new_err(msg),
+        }
+    }
+}
+
+/// Per-client sketches of prompt streams, with a bounded number of clients.
+#[pyclass(name = "SketchStore", module = "spanwatch._core")]
+pub struct PySketchStore {
+    inner: SketchStore,
+    secret: Vec<u8>,
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[pymethods]
+impl PySketchStore {
+    #[new]
+    #[pyo3(signature = (
+        *, secret = b"".to_vec(), levels = vec![16, 256, 4096], hist_level = 1, num_perm = 128,
+        shingle_size = 3, hll_precision = 8, band_count = 8, band_rows = 4, recent_prompts = 32,
+        max_clients = 1_000_000, idle_ttl = 0.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        secret: Vec<u8>,
+        levels: Vec<u32>,
+        hist_level: usize,
+        num_perm: usize,
+        shingle_size: usize,
+        hll_precision: u8,
+        band_count: usize,
+        band_rows: usize,
+        recent_prompts: usize,
+        max_clients: usize,
+        idle_ttl: f64,
+    ) -> PyResult<Self> {
+        let config = SketchConfig {
+            levels,
+            hist_level,
+            num_perm,
+            shingle_size,
+            hll_precision,
+            band_count,
+            band_rows,
+            recent_prompts,
+            max_clients,
+            idle_ttl,
+        };
+        let inner = SketchStore::new(config, &secret)?;
+        Ok(PySketchStore { inner, secret })
+    }
+
+    /// Folds a batch into the sketches; returns a bool array of near duplicates.
+    fn update<'py>(
+        &mut self,
+        py: Python<'py>,
+        client_ids: Vec<String>,
+        prompts: Vec<String>,
+        cells: PyReadonlyArray2<'py, i64>,
+        ts: PyReadonlyArray1<'py, f64>,
+    ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        let shape = cells.shape();
+        if shape[1] != self.inner.config().levels.len() {
+            return Err(InputError::new_err(format!(
+                "cells must have one column per level ({}), got {}",
+                self.inner.config().levels.len(),
+                shape[1]
+            )));
+        }
+        let cells: Vec<i64> = cells.as_array().iter().copied().collect();
+        let ts: Vec<f64> = ts.as_array().iter().copied().collect();
+        let inner = &mut self.inner;
+        let dups = py.detach(|| {
+            let (ids, prompts) = (strs(&client_ids), strs(&prompts));
+            inner.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &ts })
+        })?;
+        Ok(PyArray1::from_vec(py, dups))
+    }
+
+    /// Column names of `features`.
+    #[getter]
+    fn feature_names(&self) -> Vec<String> {
+        self.inner.feature_names()
+    }
+
+    /// Float matrix of features, one row per client id (zeros if unknown).
+    fn features<'py>(&self, py: Python<'py>, client_ids: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+        let width = self.inner.feature_names().len();
+        let n = client_ids.len();
+        let inner = &self.inner;
+        let flat = py.detach(|| inner.features(&strs(&client_ids)));
+        Ok(PyArray1::from_vec(py, flat).reshape([n, width])?.into_any())
+    }
+
+    /// Feature row of the union of several clients' traffic.
+    fn union_features<'py>(&self, py: Python<'py>, client_ids: Vec<String>) -> Bound<'py, PyArray1<f64>> {
+        PyArray1::from_vec(py, self.inner.union_features(&strs(&client_ids)))
+    }
+
+    /// Integer matrix of cell histograms at the histogram level.
+    fn histograms<'py>(&self, py: Python<'py>, client_ids: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+        let width = self.inner.config().hist_cells();
+        let n = client_ids.len();
+        let flat = self.inner.histograms(&strs(&client_ids));
+        Ok(PyArray1::from_vec(py, flat).reshape([n, width])?.into_any())
+    }
+
+    /// Estimated Jaccard index of two clients' prompt shingles.
+    fn jaccard(&self, a: &str, b: &str) -> PyResult<f64> {
+        Ok(self.inner.jaccard(a, b)?)
+    }
+
+    /// Folds client `src` into client `dst` (created if absent).
+    fn merge(&mut self, src: &str, dst: &str) -> PyResult<()> {
+        Ok(self.inner.merge(src, dst)?)
+    }
+
+    /// Stores a client's alert level (0-255) with its sketch.
+    fn set_alert_level(&mut self, client_id: &str, level: u8) -> PyResult<()> {
+        Ok(self.inner.set_alert_level(client_id, level)?)
+    }
+
+    /// Drops a client; returns whether it was held.
+    fn remove(&mut self, client_id: &str) -> bool {
+        self.inner.remove(client_id)
+    }
+
+    /// Evicts clients idle since before `cutoff`; returns how many.
+    fn evict_idle(&mut self, cutoff: f64) -> usize {
+        self.inner.evict_idle(cutoff)
+    }
+
+    /// Client ids, least recently updated first.
+    fn client_ids(&self) -> Vec<String> {
+        self.inner.ids_lru_order().into_iter().map(String::from).collect()
+    }
+
+    #[getter]
+    fn evictions(&self) -> u64 {
+        self.inner.evictions()
+    }
+
+    #[getter]
+    fn levels(&self) -> Vec<u32> {
+        self.inner.config().levels.clone()
+    }
+
+    #[getter]
+    fn hist_level(&self) -> usize {
+        self.inner.config().hist_level
+    }
+
+    #[getter]
+    fn num_perm(&self) -> usize {
+        self.inner.config().num_perm
+    }
+
+    #[getter]
+    fn max_clients(&self) -> usize {
+        self.inner.config().max_clients
+    }
+
+    /// Estimated bytes per client for ids of `id_len` bytes.
+    #[pyo3(signature = (id_len = 16))]
+    fn bytes_per_client(&self, id_len: usize) -> usize {
+        self.inner.bytes_per_client(id_len)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __contains__(&self, client_id: &str) -> bool {
+        self.inner.get(client_id).is_some()
+    }
+
+    /// Versioned, checksummed bytes of the whole store.
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let inner = &self.inner;
+        let bytes = py.detach(|| snapshot::store_to_bytes(inner));
+        PyBytes::new(py, &bytes)
+    }
+
+    /// A store from `snapshot()` bytes; the secret must be the one it was made with.
+    #[staticmethod]
+    #[pyo3(signature = (data, *, secret = b"".to_vec()))]
+    fn restore(py: Python<'_>, data: Vec<u8>, secret: Vec<u8>) -> PyResult<Self> {
+        let inner = py.detach(|| snapshot::store_from_bytes(&data, &secret))?;
+        Ok(PySketchStore { inner, secret })
+    }
+
+    /// Versioned, checksummed bytes of one client.
+    fn snapshot_client<'py>(&self, py: Python<'py>, client_id: &str) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &snapshot::client_to_bytes(&self.inner, client_id)?))
+    }
+
+    /// Puts a client from `snapshot_client()` bytes into this store; returns its id.
+    fn restore_client(&mut self, data: &[u8]) -> PyResult<String> {
+        Ok(self.inner.restore_client(data)?)
+    }
+
+    /// Public fingerprint of the secret, as hex.
+    #[getter]
+    fn key_fingerprint(&self) -> String {
+        format!("{:016x}", self.inner.key_fingerprint())
+    }
+
+    fn __getstate__<'py>(&self, py: Python<'py>) -> (Bound<'py, PyBytes>, Bound<'py, PyBytes>) {
+        (PyBytes::new(py, &self.secret), self.snapshot(py))
+    }
+
+    fn __setstate__(&mut self, py: Python<'_>, state: (Vec<u8>, Vec<u8>)) -> PyResult<()> {
+        let (secret, data) = state;
+        *self = Self::restore(py, data, secret)?;
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!(
+            "SketchStore(clients={}, levels={:?}, num_perm={}, max_clients={})",
+            self.inner.len(),
+            c.levels,
+            c.num_perm,
+            c.max_clients
+        )
+    }
+}
+
+/// Version of the snapshot format this build writes.
+#[pyfunction]
+pub fn snapshot_version() -> u16 {
+    snapshot::VERSION
+}

@@ -1,0 +1,101 @@
+//! Word shingles of a prompt, as keyed 64-bit hashes.
+//!
+//! Words are maximal runs of alphanumeric characters, lowercased. A prompt
+//! with fewer words than the shingle size gives one shingle of all its words;
+//! a prompt with no words at all gives one shingle of its raw bytes.
+
+use crate::hash::{mix, Key};
+
+/// Reusable buffers for shingling, one per worker thread.
+#[derive(Default)]
+pub struct Shingler {
+    word: Vec<u8>,
+    words: Vec<u64>,
+}
+
+impl Shingler {
+    /// Fills `out` with the prompt's shingle hashes and returns a hash of the
+    /// whole normalized prompt (for distinct-prompt counting).
+    pub fn shingles(&mut self, key: &Key, text: &str, k: usize, out: &mut Vec<u64>) -> u64 {
+        out.clear();
+        self.words.clear();
+        self.word.clear();
+        if text.is_ascii() {
+            for &b in text.as_bytes() {
+                if b.is_ascii_alphanumeric() {
+                    self.word.push(b.to_ascii_lowercase());
+                } else {
+                    self.end_word(key);
+                }
+            }
+        } else {
+            let mut tmp = [0u8; 4];
+            for ch in text.chars() {
+                if ch.is_alphanumeric() {
+                    for lower in ch.to_lowercase() {
+                        self.word.extend_from_slice(lower.encode_utf8(&mut tmp).as_bytes());
+                    }
+                } else {
+                    self.end_word(key);
+                }
+            }
+        }
+        self.end_word(key);
+
+        let words = &self.words;
+        if words.is_empty() {
+            let h = key.hash(text.as_bytes());
+            if !text.is_empty() {
+                out.push(h);
+            }
+            return h;
+        }
+        let whole = words.iter().fold(0x5157_u64, |acc, &w| mix(acc, w));
+        if words.len() <= k {
+            out.push(whole);
+        } else {
+            for win in words.windows(k) {
+                out.push(win[1..].iter().fold(win[0], |acc, &w| mix(acc, w)));
+            }
+        }
+        whole
+    }
+
+    fn end_word(&mut self, key: &Key) {
+        if !self.word.is_empty() {
+            self.words.push(key.hash(&self.word));
+            self.word.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str, k: usize) -> (Vec<u64>, u64) {
+        let key = Key::from_secret(b"t");
+        let mut out = Vec::new();
+        let whole = Shingler::default().shingles(&key, text, k, &mut out);
+        (out, whole)
+    }
+
+    #[test]
+    fn counts_word_windows() {
+        assert_eq!(run("one two three four five", 3).0.len(), 3);
+        assert_eq!(run("one two", 3).0.len(), 1);
+        assert_eq!(run("", 3).0.len(), 0);
+        assert_eq!(run("?!?", 3).0.len(), 1);
+    }
+
+    #[test]
+    fn case_and_punctuation_do_not_matter() {
+        assert_eq!(run("Hello, World again!", 2), run("hello world   AGAIN", 2));
+        assert_eq!(run("ÉCOLE publique", 1), run("école publique", 1));
+    }
+
+    #[test]
+    fn order_matters() {
+        assert_ne!(run("a b c", 3).0, run("c b a", 3).0);
+    }
+}

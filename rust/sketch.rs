@@ -1,0 +1,251 @@
+//! One client's sketch: counters, coverage bitsets, a cell histogram, a
+//! MinHash signature, a HyperLogLog and a ring of recent band keys.
+
+use crate::config::SketchConfig;
+use crate::hll;
+
+/// Most coverage levels a config may have.
+pub const MAX_LEVELS: usize = 8;
+
+/// Weight of the newest query in the novelty moving average.
+const NOVELTY_ALPHA: f32 = 1.0 / 32.0;
+
+/// What one prompt contributes, computed before the client is touched.
+pub struct Digest<'a> {
+    pub sig: &'a [u32],
+    pub bands: &'a [u32],
+    pub prompt_hash: u64,
+    pub cells: &'a [u32],
+    pub ts: f64,
+}
+
+/// Per-client state. Every buffer has the size its config gives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientSketch {
+    pub count: u64,
+    pub first_ts: f64,
+    pub last_ts: f64,
+    pub near_dups: u64,
+    pub alert_level: u8,
+    pub recent_pos: u32,
+    pub novelty: [f32; MAX_LEVELS],
+    pub sig: Box<[u32]>,
+    pub bits: Box<[u64]>,
+    pub hist: Box<[u16]>,
+    pub hll: Box<[u8]>,
+    pub recent: Box<[u32]>,
+}
+
+impl ClientSketch {
+    /// An empty sketch shaped by `cfg`.
+    pub fn new(cfg: &SketchConfig) -> Self {
+        ClientSketch {
+            count: 0,
+            first_ts: f64::INFINITY,
+            last_ts: f64::NEG_INFINITY,
+            near_dups: 0,
+            alert_level: 0,
+            recent_pos: 0,
+            novelty: [0.0; MAX_LEVELS],
+            sig: vec![u32::MAX; cfg.num_perm].into_boxed_slice(),
+            bits: vec![0; cfg.bitset_words()].into_boxed_slice(),
+            hist: vec![0; cfg.hist_cells()].into_boxed_slice(),
+            hll: vec![0; 1 << cfg.hll_precision].into_boxed_slice(),
+            recent: vec![0; cfg.recent_slots()].into_boxed_slice(),
+        }
+    }
+
+    /// Heap bytes held by this sketch's buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.sig.len() * 4 + self.bits.len() * 8 + self.hist.len() * 2 + self.hll.len() + self.recent.len() * 4
+    }
+
+    /// Folds one prompt into the sketch. Returns whether it was a near duplicate
+    /// of one of the client's recent prompts.
+    pub fn apply(&mut self, cfg: &SketchConfig, offsets: &[usize], d: &Digest) -> bool {
+        self.count += 1;
+        self.first_ts = self.first_ts.min(d.ts);
+        self.last_ts = self.last_ts.max(d.ts);
+        for (s, &v) in self.sig.iter_mut().zip(d.sig) {
+            *s = (*s).min(v);
+        }
+        hll::add(&mut self.hll, cfg.hll_precision, d.prompt_hash);
+
+        let b = cfg.band_count;
+        let near_dup = self
+            .recent
+            .chunks_exact(b)
+            .any(|slot| slot.iter().zip(d.bands).any(|(old, new)| old == new));
+        if near_dup {
+            self.near_dups += 1;
+        }
+        let pos = self.recent_pos as usize;
+        self.recent[pos * b..(pos + 1) * b].copy_from_slice(d.bands);
+        self.recent_pos = ((pos + 1) % cfg.recent_prompts) as u32;
+
+        for (level, (&cell, &off)) in d.cells.iter().zip(offsets).enumerate() {
+            let word = &mut self.bits[off + (cell as usize >> 6)];
+            let mask = 1u64 << (cell & 63);
+            let opened = if *word & mask == 0 { 1.0 } else { 0.0 };
+            *word |= mask;
+            let n = &mut self.novelty[level];
+            *n += NOVELTY_ALPHA.max(1.0 / self.count as f32) * (opened - *n);
+        }
+        let h = &mut self.hist[d.cells[cfg.hist_level] as usize];
+        *h = h.saturating_add(1);
+        near_dup
+    }
+
+    /// Folds another client's sketch into this one: the sketch of the union
+    /// of both clients' traffic. The recent-prompt ring keeps this client's.
+    pub fn merge(&mut self, other: &ClientSketch) {
+        let total = self.count + other.count;
+        if total > 0 {
+            let (wa, wb) = (self.count as f32 / total as f32, other.count as f32 / total as f32);
+            for (a, b) in self.novelty.iter_mut().zip(other.novelty) {
+                *a = *a * wa + b * wb;
+            }
+        }
+        self.count = total;
+        self.first_ts = self.first_ts.min(other.first_ts);
+        self.last_ts = self.last_ts.max(other.last_ts);
+        self.near_dups += other.near_dups;
+        self.alert_level = self.alert_level.max(other.alert_level);
+        for (a, &b) in self.sig.iter_mut().zip(other.sig.iter()) {
+            *a = (*a).min(b);
+        }
+        for (a, &b) in self.bits.iter_mut().zip(other.bits.iter()) {
+            *a |= b;
+        }
+        for (a, &b) in self.hist.iter_mut().zip(other.hist.iter()) {
+            *a = a.saturating_add(b);
+        }
+        hll::merge(&mut self.hll, &other.hll);
+    }
+
+    /// Distinct cells touched at each level.
+    pub fn cells(&self, cfg: &SketchConfig, offsets: &[usize]) -> Vec<u32> {
+        cfg.levels
+            .iter()
+            .zip(offsets)
+            .map(|(&l, &off)| {
+                let words = (l as usize).div_ceil(64);
+                self.bits[off..off + words].iter().map(|w| w.count_ones()).sum()
+            })
+            .collect()
+    }
+
+    /// Shannon entropy, in bits, of the cell histogram.
+    pub fn entropy(&self) -> f64 {
+        let total: f64 = self.hist.iter().map(|&c| c as f64).sum();
+        if total == 0.0 {
+            return 0.0;
+        }
+        self.hist
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / total;
+                -p * p.log2()
+            })
+            .sum::<f64>()
+            .max(0.0)
+    }
+}
+
+/// Names of the columns that `features` writes, in order.
+pub fn feature_names(cfg: &SketchConfig) -> Vec<String> {
+    let mut names: Vec<String> =
+        ["count", "first_ts", "last_ts", "distinct_prompts", "near_dup_share", "entropy", "alert_level"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for &l in &cfg.levels {
+        names.push(format!("cells_{l}"));
+        names.push(format!("coverage_{l}"));
+        names.push(format!("novelty_{l}"));
+    }
+    names
+}
+
+/// Writes one row of features; `row` has `feature_names(cfg).len()` slots.
+/// A missing client (None) gives a row of zeros with NaN timestamps.
+pub fn features(cfg: &SketchConfig, offsets: &[usize], s: Option<&ClientSketch>, row: &mut [f64]) {
+    let Some(s) = s else {
+        row.fill(0.0);
+        row[1] = f64::NAN;
+        row[2] = f64::NAN;
+        return;
+    };
+    let n = s.count as f64;
+    row[0] = n;
+    row[1] = s.first_ts;
+    row[2] = s.last_ts;
+    row[3] = hll::estimate(&s.hll).min(n);
+    row[4] = if n > 0.0 { s.near_dups as f64 / n } else { 0.0 };
+    row[5] = s.entropy();
+    row[6] = s.alert_level as f64;
+    for (i, (c, &l)) in s.cells(cfg, offsets).into_iter().zip(&cfg.levels).enumerate() {
+        row[7 + 3 * i] = c as f64;
+        row[8 + 3 * i] = c as f64 / l as f64;
+        row[9 + 3 * i] = s.novelty[i] as f64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest<'a>(cfg: &SketchConfig, sig: &'a [u32], bands: &'a [u32], cells: &'a [u32], ts: f64) -> Digest<'a> {
+        assert_eq!(sig.len(), cfg.num_perm);
+        Digest { sig, bands, prompt_hash: ts.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15), cells, ts }
+    }
+
+    #[test]
+    fn apply_counts_cells_and_duplicates() {
+        let cfg = SketchConfig::default();
+        let off = cfg.level_offsets();
+        let mut s = ClientSketch::new(&cfg);
+        let sig = vec![7u32; cfg.num_perm];
+        let bands = vec![11u32; cfg.band_count];
+        assert!(!s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[1, 17, 300], 10.0)));
+        assert!(s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[1, 18, 4095], 5.0)));
+        assert_eq!(s.count, 2);
+        assert_eq!(s.near_dups, 1);
+        assert_eq!((s.first_ts, s.last_ts), (5.0, 10.0));
+        assert_eq!(s.cells(&cfg, &off), vec![1, 2, 2]);
+        assert_eq!(s.hist[17] + s.hist[18], 2);
+        assert!((s.entropy() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ring_forgets_old_prompts() {
+        let cfg = SketchConfig { recent_prompts: 2, ..Default::default() };
+        let off = cfg.level_offsets();
+        let mut s = ClientSketch::new(&cfg);
+        let sig = vec![1u32; cfg.num_perm];
+        let mut dups = 0;
+        for i in 0..3u32 {
+            let bands = vec![100 + i; cfg.band_count];
+            dups += s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[0, 0, 0], 1.0)) as u32;
+        }
+        // the first prompt's keys were overwritten by the third
+        let bands = vec![100u32; cfg.band_count];
+        dups += s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[0, 0, 0], 1.0)) as u32;
+        assert_eq!(dups, 0);
+    }
+
+    #[test]
+    fn features_row_matches_names() {
+        let cfg = SketchConfig::default();
+        let off = cfg.level_offsets();
+        let names = feature_names(&cfg);
+        let mut row = vec![0.0; names.len()];
+        features(&cfg, &off, None, &mut row);
+        assert!(row[1].is_nan());
+        let s = ClientSketch::new(&cfg);
+        features(&cfg, &off, Some(&s), &mut row);
+        assert_eq!(names[7], "cells_16");
+        assert_eq!(names.last().unwrap(), "novelty_4096");
+    }
+}

@@ -1,0 +1,413 @@
+//! Versioned, checksummed bytes for a whole store or one client.
+//!
+//! Layout (little endian):
+//! `magic[8] | version u16 | kind u8 | 0u8 | key fingerprint u64 | body length u64 | body | crc32 u32`
+//! where the CRC covers everything before it. The body starts with the
+//! sketch config, so a snapshot never decodes under a different shape.
+
+use crate::config::SketchConfig;
+use crate::error::{CoreError, CoreResult};
+use crate::hash::Key;
+use crate::sketch::{ClientSketch, MAX_LEVELS};
+use crate::store::SketchStore;
+
+const MAGIC: &[u8; 8] = b"SPANWTCH";
+/// Snapshot format version this build writes and reads.
+pub const VERSION: u16 = 1;
+const KIND_STORE: u8 = 1;
+const KIND_CLIENT: u8 = 2;
+const HEADER: usize = 8 + 2 + 1 + 1 + 8 + 8;
+
+fn err<T>(msg: impl Into<String>) -> CoreResult<T> {
+    Err(CoreError::Snapshot(msg.into()))
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> CoreResult<&'a [u8]> {
+        if self.buf.len() - self.pos < n {
+            return err("snapshot is truncated");
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self) -> CoreResult<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("exact length"))
+    }
+    fn u8(&mut self) -> CoreResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> CoreResult<u16> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> CoreResult<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> CoreResult<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn f64(&mut self) -> CoreResult<f64> {
+        Ok(f64::from_le_bytes(self.arr()?))
+    }
+    fn str(&mut self) -> CoreResult<&'a str> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).or_else(|_| err("a client id in the snapshot is not UTF-8"))
+    }
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+fn write_config(w: &mut Writer, c: &SketchConfig) {
+    w.u8(c.levels.len() as u8);
+    for &l in &c.levels {
+        w.u32(l);
+    }
+    w.u8(c.hist_level as u8);
+    w.u16(c.num_perm as u16);
+    w.u8(c.shingle_size as u8);
+    w.u8(c.hll_precision);
+    w.u16(c.band_count as u16);
+    w.u16(c.band_rows as u16);
+    w.u16(c.recent_prompts as u16);
+    w.u64(c.max_clients as u64);
+    w.f64(c.idle_ttl);
+}
+
+fn read_config(r: &mut Reader) -> CoreResult<SketchConfig> {
+    let n = r.u8()? as usize;
+    if n == 0 || n > MAX_LEVELS {
+        return err(format!("snapshot config has {n} levels"));
+    }
+    let levels = (0..n).map(|_| r.u32()).collect::<CoreResult<Vec<_>>>()?;
+    let c = SketchConfig {
+        levels,
+        hist_level: r.u8()? as usize,
+        num_perm: r.u16()? as usize,
+        shingle_size: r.u8()? as usize,
+        hll_precision: r.u8()?,
+        band_count: r.u16()? as usize,
+        band_rows: r.u16()? as usize,
+        recent_prompts: r.u16()? as usize,
+        max_clients: r.u64()?.min(usize::MAX as u64) as usize,
+        idle_ttl: r.f64()?,
+    };
+    c.validate().or_else(|e| err(format!("snapshot holds an invalid config: {e}")))?;
+    Ok(c)
+}
+
+fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize) {
+    w.u64(s.count);
+    w.f64(s.first_ts);
+    w.f64(s.last_ts);
+    w.u64(s.near_dups);
+    w.u8(s.alert_level);
+    w.u32(s.recent_pos);
+    for &n in &s.novelty[..levels] {
+        w.0.extend_from_slice(&n.to_le_bytes());
+    }
+    s.sig.iter().for_each(|&v| w.u32(v));
+    s.bits.iter().for_each(|&v| w.u64(v));
+    s.hist.iter().for_each(|&v| w.u16(v));
+    w.0.extend_from_slice(&s.hll);
+    s.recent.iter().for_each(|&v| w.u32(v));
+}
+
+fn sketch_bytes(c: &SketchConfig) -> usize {
+    8 + 8 + 8 + 8 + 1 + 4 + 4 * c.levels.len()
+        + 4 * c.num_perm
+        + 8 * c.bitset_words()
+        + 2 * c.hist_cells()
+        + (1 << c.hll_precision)
+        + 4 * c.recent_slots()
+}
+
+fn read_sketch(r: &mut Reader, c: &SketchConfig) -> CoreResult<ClientSketch> {
+    let mut s = ClientSketch::new(c);
+    s.count = r.u64()?;
+    s.first_ts = r.f64()?;
+    s.last_ts = r.f64()?;
+    s.near_dups = r.u64()?;
+    s.alert_level = r.u8()?;
+    s.recent_pos = r.u32()?;
+    for n in s.novelty[..c.levels.len()].iter_mut() {
+        *n = f32::from_le_bytes(r.arr()?);
+    }
+    for v in s.sig.iter_mut() {
+        *v = r.u32()?;
+    }
+    for v in s.bits.iter_mut() {
+        *v = r.u64()?;
+    }
+    for v in s.hist.iter_mut() {
+        *v = r.u16()?;
+    }
+    s.hll.copy_from_slice(r.take(s.hll.len())?);
+    for v in s.recent.iter_mut() {
+        *v = r.u32()?;
+    }
+    if s.recent_pos as usize >= c.recent_prompts || s.near_dups > s.count {
+        return err("a client sketch in the snapshot is inconsistent");
+    }
+    let max_rank = 64 - c.hll_precision + 1;
+    if s.hll.iter().any(|&x| x > max_rank) {
+        return err("a client sketch in the snapshot has out-of-range registers");
+    }
+    for (&l, off) in c.levels.iter().zip(c.level_offsets()) {
+        let last = s.bits[off + (l as usize).div_ceil(64) - 1];
+        if l % 64 != 0 && last >> (l % 64) != 0 {
+            return err("a client sketch in the snapshot covers cells outside its level");
+        }
+    }
+    Ok(s)
+}
+
+fn seal(kind: u8, key: &Key, body: Vec<u8>) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(HEADER + body.len() + 4));
+    w.0.extend_from_slice(MAGIC);
+    w.u16(VERSION);
+    w.u8(kind);
+    w.u8(0);
+    w.u64(key.fingerprint());
+    w.u64(body.len() as u64);
+    w.0.extend_from_slice(&body);
+    let crc = crc32fast::hash(&w.0);
+    w.u32(crc);
+    w.0
+}
+
+/// Checks magic, version, length, checksum and key; returns the body.
+fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
+    if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        return err("not a spanwatch snapshot (bad magic bytes)");
+    }
+    if bytes.len() < HEADER + 4 {
+        return err("snapshot is truncated");
+    }
+    let mut r = Reader { buf: bytes, pos: 8 };
+    let version = r.u16()?;
+    if version != VERSION {
+        return err(format!("snapshot format version {version} is not supported (this build reads {VERSION})"));
+    }
+    let got_kind = r.u8()?;
+    if got_kind != kind {
+        let name = |k| if k == KIND_STORE { "a store" } else { "a client" };
+        return err(format!("expected a snapshot of {}, got one of {}", name(kind), name(got_kind)));
+    }
+    r.u8()?;
+    let fp = r.u64()?;
+    let body_len = r.u64()?;
+    let expected = (HEADER as u64).saturating_add(body_len).saturating_add(4);
+    if (bytes.len() as u64) < expected {
+        return err("snapshot is truncated");
+    }
+    if (bytes.len() as u64) > expected {
+        return err("snapshot has trailing bytes");
+    }
+    let end = bytes.len() - 4;
+    let crc = u32::from_le_bytes(bytes[end..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[..end]) != crc {
+        return err("snapshot checksum mismatch: the bytes are corrupt");
+    }
+    if fp != key.fingerprint() {
+        return err("snapshot was written under a different secret key");
+    }
+    Ok(&bytes[HEADER..end])
+}
+
+/// Bytes of the whole store, clients in least-recent-first order.
+pub fn store_to_bytes(s: &SketchStore) -> Vec<u8> {
+    let c = s.config();
+    let ids = s.ids_lru_order();
+    let mut w = Writer(Vec::with_capacity(64 + ids.len() * (sketch_bytes(c) + 32)));
+    write_config(&mut w, c);
+    w.u64(s.evictions);
+    w.f64(s.max_ts);
+    w.u64(ids.len() as u64);
+    for id in ids {
+        w.str(id);
+        write_sketch(&mut w, s.get(id).expect("listed id"), c.levels.len());
+    }
+    seal(KIND_STORE, &s.key, w.0)
+}
+
+/// A store from bytes written by `store_to_bytes` under the same secret.
+pub fn store_from_bytes(bytes: &[u8], secret: &[u8]) -> CoreResult<SketchStore> {
+    let key = Key::from_secret(secret);
+    let body = open(bytes, KIND_STORE, &key)?;
+    let mut r = Reader { buf: body, pos: 0 };
+    let c = read_config(&mut r)?;
+    let evictions = r.u64()?;
+    let max_ts = r.f64()?;
+    let n = r.u64()?;
+    let min_entry = 4 + sketch_bytes(&c);
+    if n > (r.remaining() / min_entry) as u64 {
+        return err(format!("snapshot claims {n} clients but is too short for them"));
+    }
+    let mut store = SketchStore::with_key(c.clone(), key);
+    for _ in 0..n {
+        let id = r.str()?;
+        let sketch = read_sketch(&mut r, &c)?;
+        if store.get(id).is_some() {
+            return err(format!("snapshot holds client {id:?} twice"));
+        }
+        store.put(id, sketch);
+    }
+    if r.remaining() != 0 {
+        return err("snapshot body has trailing bytes");
+    }
+    store.evictions = evictions;
+    store.max_ts = max_ts;
+    Ok(store)
+}
+
+/// Bytes of one client's sketch, with the config it was made under.
+pub fn client_to_bytes(s: &SketchStore, id: &str) -> CoreResult<Vec<u8>> {
+    let sketch = s.get(id).ok_or_else(|| CoreError::UnknownClient(id.into()))?;
+    let mut w = Writer(Vec::new());
+    write_config(&mut w, s.config());
+    w.str(id);
+    write_sketch(&mut w, sketch, s.config().levels.len());
+    Ok(seal(KIND_CLIENT, &s.key, w.0))
+}
+
+/// Decodes one client's snapshot for a store; the sketch config must match
+/// the store's (the memory bound may differ). Returns the id and sketch.
+pub fn client_from_bytes(s: &SketchStore, bytes: &[u8]) -> CoreResult<(String, ClientSketch)> {
+    let body = open(bytes, KIND_CLIENT, &s.key)?;
+    let mut r = Reader { buf: body, pos: 0 };
+    let c = read_config(&mut r)?;
+    let mine = s.config();
+    let same_shape = SketchConfig { max_clients: mine.max_clients, idle_ttl: mine.idle_ttl, ..c.clone() };
+    if &same_shape != mine {
+        return err(format!("client snapshot was made under another sketch config: {c:?}"));
+    }
+    let id = r.str()?.to_string();
+    let sketch = read_sketch(&mut r, &c)?;
+    if r.remaining() != 0 {
+        return err("snapshot body has trailing bytes");
+    }
+    Ok((id, sketch))
+}
+
+impl SketchStore {
+    /// Puts a client decoded from a client snapshot into the store,
+    /// replacing any client of the same id. Returns the id.
+    pub fn restore_client(&mut self, bytes: &[u8]) -> CoreResult<String> {
+        let (id, sketch) = client_from_bytes(self, bytes)?;
+        self.put(&id, sketch);
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Batch;
+
+    fn filled() -> SketchStore {
+        let mut s = SketchStore::new(SketchConfig::default(), b"secret").unwrap();
+        let ids = ["a", "b", "a", "c"];
+        let prompts = ["how do I bake bread", "what is rust", "bake bread at home", "ünïcode ok"];
+        let cells = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 255, 4095];
+        s.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &[1.0, 2.0, 3.0, 4.0] })
+            .unwrap();
+        s
+    }
+
+    fn same(a: &SketchStore, b: &SketchStore) {
+        assert_eq!(a.ids_lru_order(), b.ids_lru_order());
+        for id in a.ids_lru_order() {
+            assert_eq!(a.get(id), b.get(id));
+        }
+    }
+
+    #[test]
+    fn store_round_trips() {
+        let s = filled();
+        let bytes = store_to_bytes(&s);
+        let back = store_from_bytes(&bytes, b"secret").unwrap();
+        same(&s, &back);
+        assert_eq!(store_to_bytes(&back), bytes);
+    }
+
+    #[test]
+    fn client_round_trips() {
+        let s = filled();
+        let bytes = client_to_bytes(&s, "a").unwrap();
+        let mut other = SketchStore::new(SketchConfig::default(), b"secret").unwrap();
+        assert_eq!(other.restore_client(&bytes).unwrap(), "a");
+        assert_eq!(other.get("a"), s.get("a"));
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_caught() {
+        let bytes = store_to_bytes(&filled());
+        for i in (0..bytes.len()).step_by(7) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(matches!(store_from_bytes(&bad, b"secret"), Err(CoreError::Snapshot(_))), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_caught() {
+        let bytes = store_to_bytes(&filled());
+        for n in 0..bytes.len() {
+            assert!(store_from_bytes(&bytes[..n], b"secret").is_err(), "length {n}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_wrong_key_are_refused_with_reasons() {
+        let bytes = store_to_bytes(&filled());
+        let msg = |r: CoreResult<SketchStore>| match r {
+            Err(CoreError::Snapshot(m)) => m,
+            _ => panic!("expected a snapshot error"),
+        };
+        assert!(msg(store_from_bytes(b"PK\x03\x04 a zip file", b"secret")).contains("not a spanwatch"));
+        assert!(msg(store_from_bytes(&bytes, b"other")).contains("different secret key"));
+        let mut v2 = bytes.clone();
+        v2[8] = 2;
+        assert!(msg(store_from_bytes(&v2, b"secret")).contains("version 2"));
+        let client = client_to_bytes(&filled(), "a").unwrap();
+        assert!(msg(store_from_bytes(&client, b"secret")).contains("expected a snapshot of a store"));
+    }
+
+    #[test]
+    fn client_snapshot_needs_same_shape() {
+        let bytes = client_to_bytes(&filled(), "a").unwrap();
+        let cfg = SketchConfig { num_perm: 64, ..Default::default() };
+        let mut other = SketchStore::new(cfg, b"secret").unwrap();
+        assert!(matches!(other.restore_client(&bytes), Err(CoreError::Snapshot(m)) if m.contains("another sketch config")));
+    }
+}
