@@ -53,10 +53,15 @@ impl SketchConfig {
     pub fn validate(&self) -> CoreResult<()> {
         let bad = |m: String| Err(CoreError::Config(m));
         if self.levels.is_empty() || self.levels.len() > 8 {
-            return bad(format!("levels must hold 1 to 8 entries, got {}", self.levels.len()));
+            return bad(format!(
+                "levels must hold 1 to 8 entries, got {}",
+                self.levels.len()
+            ));
         }
-        if let Some(l) = self.levels.iter().find(|&&l| l < 2 || l > MAX_CELLS) {
-            return bad(format!("each level must have 2 to {MAX_CELLS} cells, got {l}"));
+        if let Some(l) = self.levels.iter().find(|&&l| !(2..=MAX_CELLS).contains(&l)) {
+            return bad(format!(
+                "each level must have 2 to {MAX_CELLS} cells, got {l}"
+            ));
         }
         if self.hist_level >= self.levels.len() {
             return bad(format!(
@@ -66,16 +71,24 @@ impl SketchConfig {
             ));
         }
         if self.levels[self.hist_level] > MAX_HIST_CELLS {
-            return bad(format!("the histogram level may have at most {MAX_HIST_CELLS} cells"));
+            return bad(format!(
+                "the histogram level may have at most {MAX_HIST_CELLS} cells"
+            ));
         }
         if !(8..=1024).contains(&self.num_perm) {
             return bad(format!("num_perm must be 8 to 1024, got {}", self.num_perm));
         }
         if !(1..=8).contains(&self.shingle_size) {
-            return bad(format!("shingle_size must be 1 to 8, got {}", self.shingle_size));
+            return bad(format!(
+                "shingle_size must be 1 to 8, got {}",
+                self.shingle_size
+            ));
         }
         if !(4..=16).contains(&self.hll_precision) {
-            return bad(format!("hll_precision must be 4 to 16, got {}", self.hll_precision));
+            return bad(format!(
+                "hll_precision must be 4 to 16, got {}",
+                self.hll_precision
+            ));
         }
         if self.band_count == 0 || self.band_rows == 0 {
             return bad("band_count and band_rows must be positive".into());
@@ -88,13 +101,23 @@ impl SketchConfig {
             ));
         }
         if !(1..=4096).contains(&self.recent_prompts) {
-            return bad(format!("recent_prompts must be 1 to 4096, got {}", self.recent_prompts));
+            return bad(format!(
+                "recent_prompts must be 1 to 4096, got {}",
+                self.recent_prompts
+            ));
         }
         if self.max_clients == 0 || self.max_clients > u32::MAX as usize - 1 {
-            return bad(format!("max_clients must be 1 to {}, got {}", u32::MAX - 1, self.max_clients));
+            return bad(format!(
+                "max_clients must be 1 to {}, got {}",
+                u32::MAX - 1,
+                self.max_clients
+            ));
         }
         if !self.idle_ttl.is_finite() || self.idle_ttl < 0.0 {
-            return bad(format!("idle_ttl must be a finite number >= 0, got {}", self.idle_ttl));
+            return bad(format!(
+                "idle_ttl must be a finite number >= 0, got {}",
+                self.idle_ttl
+            ));
         }
         Ok(())
     }
@@ -139,13 +162,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_with_a_reason() {
-        let mut c = SketchConfig { hist_level: 5, ..Default::default() };
+        let mut c = SketchConfig {
+            hist_level: 5,
+            ..Default::default()
+        };
         assert!(matches!(c.validate(), Err(CoreError::Config(m)) if m.contains("hist_level")));
-        c = SketchConfig { band_count: 64, band_rows: 4, ..Default::default() };
+        c = SketchConfig {
+            band_count: 64,
+            band_rows: 4,
+            ..Default::default()
+        };
         assert!(matches!(c.validate(), Err(CoreError::Config(m)) if m.contains("num_perm")));
-        c = SketchConfig { levels: vec![], ..Default::default() };
+        c = SketchConfig {
+            levels: vec![],
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
-        c = SketchConfig { idle_ttl: f64::NAN, ..Default::default() };
+        c = SketchConfig {
+            idle_ttl: f64::NAN,
+            ..Default::default()
+        };
         assert!(c.validate().is_err());
     }
 

@@ -15,8 +15,12 @@ pub struct MinHasher {
 impl MinHasher {
     /// Draws `num_perm` permutations from the key.
     pub fn new(key: &Key, num_perm: usize) -> Self {
-        let a = (0..num_perm as u64).map(|i| key.hash_u64(b"perm-a", i) | 1).collect();
-        let b = (0..num_perm as u64).map(|i| key.hash_u64(b"perm-b", i)).collect();
+        let a = (0..num_perm as u64)
+            .map(|i| key.hash_u64(b"perm-a", i) | 1)
+            .collect();
+        let b = (0..num_perm as u64)
+            .map(|i| key.hash_u64(b"perm-b", i))
+            .collect();
         MinHasher { a, b }
     }
 

@@ -75,7 +75,12 @@ impl PySketchStore {
         Ok(PySketchStore { inner, secret })
     }
 
-    /// Folds a batch into the sketches; returns a bool array of near duplicates.
+    /// Folds a batch into the sketches. Returns (near_dup, checkpoint_index,
+    /// checkpoint_features): a bool per event, the indices of events at which
+    /// a client's count reached a multiple of `checkpoint_every`, and the
+    /// client's feature row at each of those moments.
+    #[pyo3(signature = (client_ids, prompts, cells, ts, checkpoint_every = 0))]
+    #[allow(clippy::type_complexity)]
     fn update<'py>(
         &mut self,
         py: Python<'py>,
@@ -83,7 +88,12 @@ impl PySketchStore {
         prompts: Vec<String>,
         cells: PyReadonlyArray2<'py, i64>,
         ts: PyReadonlyArray1<'py, f64>,
-    ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+        checkpoint_every: u64,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<bool>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyAny>,
+    )> {
         let shape = cells.shape();
         if shape[1] != self.inner.config().levels.len() {
             return Err(InputError::new_err(format!(
@@ -95,11 +105,28 @@ impl PySketchStore {
         let cells: Vec<i64> = cells.as_array().iter().copied().collect();
         let ts: Vec<f64> = ts.as_array().iter().copied().collect();
         let inner = &mut self.inner;
-        let dups = py.detach(|| {
+        let up = py.detach(|| {
             let (ids, prompts) = (strs(&client_ids), strs(&prompts));
-            inner.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &ts })
+            inner.update(
+                &Batch {
+                    client_ids: &ids,
+                    prompts: &prompts,
+                    cells: &cells,
+                    ts: &ts,
+                },
+                checkpoint_every,
+            )
         })?;
-        Ok(PyArray1::from_vec(py, dups))
+        let width = self.inner.feature_names().len();
+        let k = up.checkpoints.len();
+        let idx: Vec<i64> = up.checkpoints.into_iter().map(|i| i as i64).collect();
+        Ok((
+            PyArray1::from_vec(py, up.near_dup),
+            PyArray1::from_vec(py, idx),
+            PyArray1::from_vec(py, up.features)
+                .reshape([k, width])?
+                .into_any(),
+        ))
     }
 
     /// Column names of `features`.
@@ -109,7 +136,11 @@ impl PySketchStore {
     }
 
     /// Float matrix of features, one row per client id (zeros if unknown).
-    fn features<'py>(&self, py: Python<'py>, client_ids: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+    fn features<'py>(
+        &self,
+        py: Python<'py>,
+        client_ids: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let width = self.inner.feature_names().len();
         let n = client_ids.len();
         let inner = &self.inner;
@@ -118,12 +149,20 @@ impl PySketchStore {
     }
 
     /// Feature row of the union of several clients' traffic.
-    fn union_features<'py>(&self, py: Python<'py>, client_ids: Vec<String>) -> Bound<'py, PyArray1<f64>> {
+    fn union_features<'py>(
+        &self,
+        py: Python<'py>,
+        client_ids: Vec<String>,
+    ) -> Bound<'py, PyArray1<f64>> {
         PyArray1::from_vec(py, self.inner.union_features(&strs(&client_ids)))
     }
 
     /// Integer matrix of cell histograms at the histogram level.
-    fn histograms<'py>(&self, py: Python<'py>, client_ids: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+    fn histograms<'py>(
+        &self,
+        py: Python<'py>,
+        client_ids: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let width = self.inner.config().hist_cells();
         let n = client_ids.len();
         let flat = self.inner.histograms(&strs(&client_ids));
@@ -157,7 +196,11 @@ impl PySketchStore {
 
     /// Client ids, least recently updated first.
     fn client_ids(&self) -> Vec<String> {
-        self.inner.ids_lru_order().into_iter().map(String::from).collect()
+        self.inner
+            .ids_lru_order()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     #[getter]
@@ -215,8 +258,15 @@ impl PySketchStore {
     }
 
     /// Versioned, checksummed bytes of one client.
-    fn snapshot_client<'py>(&self, py: Python<'py>, client_id: &str) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &snapshot::client_to_bytes(&self.inner, client_id)?))
+    fn snapshot_client<'py>(
+        &self,
+        py: Python<'py>,
+        client_id: &str,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(
+            py,
+            &snapshot::client_to_bytes(&self.inner, client_id)?,
+        ))
     }
 
     /// Puts a client from `snapshot_client()` bytes into this store; returns its id.

@@ -33,7 +33,8 @@ impl Shingler {
             for ch in text.chars() {
                 if ch.is_alphanumeric() {
                     for lower in ch.to_lowercase() {
-                        self.word.extend_from_slice(lower.encode_utf8(&mut tmp).as_bytes());
+                        self.word
+                            .extend_from_slice(lower.encode_utf8(&mut tmp).as_bytes());
                     }
                 } else {
                     self.end_word(key);

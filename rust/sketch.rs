@@ -57,7 +57,11 @@ impl ClientSketch {
 
     /// Heap bytes held by this sketch's buffers.
     pub fn heap_bytes(&self) -> usize {
-        self.sig.len() * 4 + self.bits.len() * 8 + self.hist.len() * 2 + self.hll.len() + self.recent.len() * 4
+        self.sig.len() * 4
+            + self.bits.len() * 8
+            + self.hist.len() * 2
+            + self.hll.len()
+            + self.recent.len() * 4
     }
 
     /// Folds one prompt into the sketch. Returns whether it was a near duplicate
@@ -101,7 +105,10 @@ impl ClientSketch {
     pub fn merge(&mut self, other: &ClientSketch) {
         let total = self.count + other.count;
         if total > 0 {
-            let (wa, wb) = (self.count as f32 / total as f32, other.count as f32 / total as f32);
+            let (wa, wb) = (
+                self.count as f32 / total as f32,
+                other.count as f32 / total as f32,
+            );
             for (a, b) in self.novelty.iter_mut().zip(other.novelty) {
                 *a = *a * wa + b * wb;
             }
@@ -130,7 +137,10 @@ impl ClientSketch {
             .zip(offsets)
             .map(|(&l, &off)| {
                 let words = (l as usize).div_ceil(64);
-                self.bits[off..off + words].iter().map(|w| w.count_ones()).sum()
+                self.bits[off..off + words]
+                    .iter()
+                    .map(|w| w.count_ones())
+                    .sum()
             })
             .collect()
     }
@@ -155,11 +165,18 @@ impl ClientSketch {
 
 /// Names of the columns that `features` writes, in order.
 pub fn feature_names(cfg: &SketchConfig) -> Vec<String> {
-    let mut names: Vec<String> =
-        ["count", "first_ts", "last_ts", "distinct_prompts", "near_dup_share", "entropy", "alert_level"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let mut names: Vec<String> = [
+        "count",
+        "first_ts",
+        "last_ts",
+        "distinct_prompts",
+        "near_dup_share",
+        "entropy",
+        "alert_level",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     for &l in &cfg.levels {
         names.push(format!("cells_{l}"));
         names.push(format!("coverage_{l}"));
@@ -185,7 +202,12 @@ pub fn features(cfg: &SketchConfig, offsets: &[usize], s: Option<&ClientSketch>,
     row[4] = if n > 0.0 { s.near_dups as f64 / n } else { 0.0 };
     row[5] = s.entropy();
     row[6] = s.alert_level as f64;
-    for (i, (c, &l)) in s.cells(cfg, offsets).into_iter().zip(&cfg.levels).enumerate() {
+    for (i, (c, &l)) in s
+        .cells(cfg, offsets)
+        .into_iter()
+        .zip(&cfg.levels)
+        .enumerate()
+    {
         row[7 + 3 * i] = c as f64;
         row[8 + 3 * i] = c as f64 / l as f64;
         row[9 + 3 * i] = s.novelty[i] as f64;
@@ -196,9 +218,21 @@ pub fn features(cfg: &SketchConfig, offsets: &[usize], s: Option<&ClientSketch>,
 mod tests {
     use super::*;
 
-    fn digest<'a>(cfg: &SketchConfig, sig: &'a [u32], bands: &'a [u32], cells: &'a [u32], ts: f64) -> Digest<'a> {
+    fn digest<'a>(
+        cfg: &SketchConfig,
+        sig: &'a [u32],
+        bands: &'a [u32],
+        cells: &'a [u32],
+        ts: f64,
+    ) -> Digest<'a> {
         assert_eq!(sig.len(), cfg.num_perm);
-        Digest { sig, bands, prompt_hash: ts.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15), cells, ts }
+        Digest {
+            sig,
+            bands,
+            prompt_hash: ts.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            cells,
+            ts,
+        }
     }
 
     #[test]
@@ -220,7 +254,10 @@ mod tests {
 
     #[test]
     fn ring_forgets_old_prompts() {
-        let cfg = SketchConfig { recent_prompts: 2, ..Default::default() };
+        let cfg = SketchConfig {
+            recent_prompts: 2,
+            ..Default::default()
+        };
         let off = cfg.level_offsets();
         let mut s = ClientSketch::new(&cfg);
         let sig = vec![1u32; cfg.num_perm];

@@ -80,7 +80,8 @@ impl<'a> Reader<'a> {
     }
     fn str(&mut self) -> CoreResult<&'a str> {
         let n = self.u32()? as usize;
-        std::str::from_utf8(self.take(n)?).or_else(|_| err("a client id in the snapshot is not UTF-8"))
+        std::str::from_utf8(self.take(n)?)
+            .or_else(|_| err("a client id in the snapshot is not UTF-8"))
     }
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
@@ -121,7 +122,8 @@ fn read_config(r: &mut Reader) -> CoreResult<SketchConfig> {
         max_clients: r.u64()?.min(usize::MAX as u64) as usize,
         idle_ttl: r.f64()?,
     };
-    c.validate().or_else(|e| err(format!("snapshot holds an invalid config: {e}")))?;
+    c.validate()
+        .or_else(|e| err(format!("snapshot holds an invalid config: {e}")))?;
     Ok(c)
 }
 
@@ -143,7 +145,12 @@ fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize) {
 }
 
 fn sketch_bytes(c: &SketchConfig) -> usize {
-    8 + 8 + 8 + 8 + 1 + 4 + 4 * c.levels.len()
+    8 + 8
+        + 8
+        + 8
+        + 1
+        + 4
+        + 4 * c.levels.len()
         + 4 * c.num_perm
         + 8 * c.bitset_words()
         + 2 * c.hist_cells()
@@ -216,12 +223,24 @@ fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
     let mut r = Reader { buf: bytes, pos: 8 };
     let version = r.u16()?;
     if version != VERSION {
-        return err(format!("snapshot format version {version} is not supported (this build reads {VERSION})"));
+        return err(format!(
+            "snapshot format version {version} is not supported (this build reads {VERSION})"
+        ));
     }
     let got_kind = r.u8()?;
     if got_kind != kind {
-        let name = |k| if k == KIND_STORE { "a store" } else { "a client" };
-        return err(format!("expected a snapshot of {}, got one of {}", name(kind), name(got_kind)));
+        let name = |k| {
+            if k == KIND_STORE {
+                "a store"
+            } else {
+                "a client"
+            }
+        };
+        return err(format!(
+            "expected a snapshot of {}, got one of {}",
+            name(kind),
+            name(got_kind)
+        ));
     }
     r.u8()?;
     let fp = r.u64()?;
@@ -271,7 +290,9 @@ pub fn store_from_bytes(bytes: &[u8], secret: &[u8]) -> CoreResult<SketchStore> 
     let n = r.u64()?;
     let min_entry = 4 + sketch_bytes(&c);
     if n > (r.remaining() / min_entry) as u64 {
-        return err(format!("snapshot claims {n} clients but is too short for them"));
+        return err(format!(
+            "snapshot claims {n} clients but is too short for them"
+        ));
     }
     let mut store = SketchStore::with_key(c.clone(), key);
     for _ in 0..n {
@@ -292,7 +313,9 @@ pub fn store_from_bytes(bytes: &[u8], secret: &[u8]) -> CoreResult<SketchStore> 
 
 /// Bytes of one client's sketch, with the config it was made under.
 pub fn client_to_bytes(s: &SketchStore, id: &str) -> CoreResult<Vec<u8>> {
-    let sketch = s.get(id).ok_or_else(|| CoreError::UnknownClient(id.into()))?;
+    let sketch = s
+        .get(id)
+        .ok_or_else(|| CoreError::UnknownClient(id.into()))?;
     let mut w = Writer(Vec::new());
     write_config(&mut w, s.config());
     w.str(id);
@@ -307,9 +330,15 @@ pub fn client_from_bytes(s: &SketchStore, bytes: &[u8]) -> CoreResult<(String, C
     let mut r = Reader { buf: body, pos: 0 };
     let c = read_config(&mut r)?;
     let mine = s.config();
-    let same_shape = SketchConfig { max_clients: mine.max_clients, idle_ttl: mine.idle_ttl, ..c.clone() };
+    let same_shape = SketchConfig {
+        max_clients: mine.max_clients,
+        idle_ttl: mine.idle_ttl,
+        ..c.clone()
+    };
     if &same_shape != mine {
-        return err(format!("client snapshot was made under another sketch config: {c:?}"));
+        return err(format!(
+            "client snapshot was made under another sketch config: {c:?}"
+        ));
     }
     let id = r.str()?.to_string();
     let sketch = read_sketch(&mut r, &c)?;
@@ -337,10 +366,23 @@ mod tests {
     fn filled() -> SketchStore {
         let mut s = SketchStore::new(SketchConfig::default(), b"secret").unwrap();
         let ids = ["a", "b", "a", "c"];
-        let prompts = ["how do I bake bread", "what is rust", "bake bread at home", "ünïcode ok"];
+        let prompts = [
+            "how do I bake bread",
+            "what is rust",
+            "bake bread at home",
+            "ünïcode ok",
+        ];
         let cells = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 255, 4095];
-        s.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &[1.0, 2.0, 3.0, 4.0] })
-            .unwrap();
+        s.update(
+            &Batch {
+                client_ids: &ids,
+                prompts: &prompts,
+                cells: &cells,
+                ts: &[1.0, 2.0, 3.0, 4.0],
+            },
+            0,
+        )
+        .unwrap();
         s
     }
 
@@ -375,7 +417,13 @@ mod tests {
         for i in (0..bytes.len()).step_by(7) {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(matches!(store_from_bytes(&bad, b"secret"), Err(CoreError::Snapshot(_))), "byte {i}");
+            assert!(
+                matches!(
+                    store_from_bytes(&bad, b"secret"),
+                    Err(CoreError::Snapshot(_))
+                ),
+                "byte {i}"
+            );
         }
     }
 
@@ -383,7 +431,10 @@ mod tests {
     fn every_truncation_is_caught() {
         let bytes = store_to_bytes(&filled());
         for n in 0..bytes.len() {
-            assert!(store_from_bytes(&bytes[..n], b"secret").is_err(), "length {n}");
+            assert!(
+                store_from_bytes(&bytes[..n], b"secret").is_err(),
+                "length {n}"
+            );
         }
     }
 
@@ -394,20 +445,29 @@ mod tests {
             Err(CoreError::Snapshot(m)) => m,
             _ => panic!("expected a snapshot error"),
         };
-        assert!(msg(store_from_bytes(b"PK\x03\x04 a zip file", b"secret")).contains("not a spanwatch"));
+        assert!(
+            msg(store_from_bytes(b"PK\x03\x04 a zip file", b"secret")).contains("not a spanwatch")
+        );
         assert!(msg(store_from_bytes(&bytes, b"other")).contains("different secret key"));
         let mut v2 = bytes.clone();
         v2[8] = 2;
         assert!(msg(store_from_bytes(&v2, b"secret")).contains("version 2"));
         let client = client_to_bytes(&filled(), "a").unwrap();
-        assert!(msg(store_from_bytes(&client, b"secret")).contains("expected a snapshot of a store"));
+        assert!(
+            msg(store_from_bytes(&client, b"secret")).contains("expected a snapshot of a store")
+        );
     }
 
     #[test]
     fn client_snapshot_needs_same_shape() {
         let bytes = client_to_bytes(&filled(), "a").unwrap();
-        let cfg = SketchConfig { num_perm: 64, ..Default::default() };
+        let cfg = SketchConfig {
+            num_perm: 64,
+            ..Default::default()
+        };
         let mut other = SketchStore::new(cfg, b"secret").unwrap();
-        assert!(matches!(other.restore_client(&bytes), Err(CoreError::Snapshot(m)) if m.contains("another sketch config")));
+        assert!(
+            matches!(other.restore_client(&bytes), Err(CoreError::Snapshot(m)) if m.contains("another sketch config"))
+        );
     }
 }

@@ -49,6 +49,17 @@ pub struct Batch<'a> {
     pub ts: &'a [f64],
 }
 
+/// What one batch update reports back.
+#[derive(Debug, Default, PartialEq)]
+pub struct Update {
+    /// Per event: was it a near duplicate of one of its client's recent prompts.
+    pub near_dup: Vec<bool>,
+    /// Indices of the events at which a client reached a checkpoint.
+    pub checkpoints: Vec<usize>,
+    /// Row-major feature rows, one per checkpoint.
+    pub features: Vec<f64>,
+}
+
 impl SketchStore {
     /// An empty store; fails on an invalid config.
     pub fn new(config: SketchConfig, secret: &[u8]) -> CoreResult<Self> {
@@ -109,7 +120,9 @@ impl SketchStore {
         let h = self.build.hash_one(id);
         let slots = &self.slots;
         self.table
-            .find(h, |&i| slots[i as usize].as_ref().is_some_and(|e| &*e.id == id))
+            .find(h, |&i| {
+                slots[i as usize].as_ref().is_some_and(|e| &*e.id == id)
+            })
             .copied()
     }
 
@@ -197,7 +210,12 @@ impl SketchStore {
             self.remove_idx(self.tail);
             self.evictions += 1;
         }
-        let entry = Entry { id: id.into(), sketch, prev: NIL, next: NIL };
+        let entry = Entry {
+            id: id.into(),
+            sketch,
+            prev: NIL,
+            next: NIL,
+        };
         let idx = match self.free.pop() {
             Some(i) => {
                 self.slots[i as usize] = Some(entry);
@@ -256,18 +274,28 @@ impl SketchStore {
             }
         }
         if let Some(i) = b.ts.iter().position(|t| !t.is_finite()) {
-            return Err(CoreError::Input(format!("event {i}: timestamp is not finite")));
+            return Err(CoreError::Input(format!(
+                "event {i}: timestamp is not finite"
+            )));
         }
         Ok(())
     }
 
     /// Folds a batch of events into the clients' sketches. The batch is checked
     /// whole before anything changes. Hashing runs in parallel; the folding is
-    /// cheap and runs in order. Returns one near-duplicate flag per event.
-    pub fn update(&mut self, b: &Batch) -> CoreResult<Vec<bool>> {
+    /// cheap and runs in order.
+    ///
+    /// Whenever a client's query count reaches a multiple of `checkpoint_every`
+    /// (0 = never), the client's feature row at that moment is recorded, so
+    /// decisions do not depend on where batches happen to be cut.
+    pub fn update(&mut self, b: &Batch, checkpoint_every: u64) -> CoreResult<Update> {
         self.check_batch(b)?;
         let n = b.client_ids.len();
-        let (p, bands, rows) = (self.config.num_perm, self.config.band_count, self.config.band_rows);
+        let (p, bands, rows) = (
+            self.config.num_perm,
+            self.config.band_count,
+            self.config.band_rows,
+        );
         let mut sigs = vec![0u32; n * p];
         let mut keys = vec![0u32; n * bands];
         let mut prompt_hashes = vec![0u64; n];
@@ -288,7 +316,12 @@ impl SketchStore {
 
         let levels = self.config.levels.len();
         let mut cells = vec![0u32; levels];
-        let mut dups = Vec::with_capacity(n);
+        let width = self.feature_names().len();
+        let mut out = Update {
+            near_dup: Vec::with_capacity(n),
+            checkpoints: Vec::new(),
+            features: Vec::new(),
+        };
         for i in 0..n {
             for (c, &v) in cells.iter_mut().zip(&b.cells[i * levels..(i + 1) * levels]) {
                 *c = v as u32;
@@ -303,13 +336,19 @@ impl SketchStore {
             };
             let (cfg, off) = (&self.config, &self.offsets);
             let slot = self.slots[idx as usize].as_mut().expect("live slot");
-            dups.push(slot.sketch.apply(cfg, off, &d));
+            out.near_dup.push(slot.sketch.apply(cfg, off, &d));
+            if checkpoint_every > 0 && slot.sketch.count % checkpoint_every == 0 {
+                out.checkpoints.push(i);
+                let start = out.features.len();
+                out.features.resize(start + width, 0.0);
+                sketch::features(cfg, off, Some(&slot.sketch), &mut out.features[start..]);
+            }
             self.max_ts = self.max_ts.max(b.ts[i]);
         }
         if self.config.idle_ttl > 0.0 {
             self.evict_idle(self.max_ts - self.config.idle_ttl);
         }
-        Ok(dups)
+        Ok(out)
     }
 
     /// Evicts clients whose last event is older than `cutoff`, walking from
@@ -368,14 +407,21 @@ impl SketchStore {
 
     /// Estimated Jaccard index between two clients' shingle sets.
     pub fn jaccard(&self, a: &str, b: &str) -> CoreResult<f64> {
-        let sa = self.get(a).ok_or_else(|| CoreError::UnknownClient(a.into()))?;
-        let sb = self.get(b).ok_or_else(|| CoreError::UnknownClient(b.into()))?;
+        let sa = self
+            .get(a)
+            .ok_or_else(|| CoreError::UnknownClient(a.into()))?;
+        let sb = self
+            .get(b)
+            .ok_or_else(|| CoreError::UnknownClient(b.into()))?;
         Ok(jaccard(&sa.sig, &sb.sig))
     }
 
     /// Folds client `src` into client `dst` (created empty if absent).
     pub fn merge(&mut self, src: &str, dst: &str) -> CoreResult<()> {
-        let from = self.get(src).ok_or_else(|| CoreError::UnknownClient(src.into()))?.clone();
+        let from = self
+            .get(src)
+            .ok_or_else(|| CoreError::UnknownClient(src.into()))?
+            .clone();
         let idx = self.touch_or_insert(dst);
         self.entry_mut(idx).sketch.merge(&from);
         Ok(())
@@ -384,7 +430,9 @@ impl SketchStore {
     /// Sets a client's alert level (kept in its sketch, so it survives a
     /// snapshot and goes with an eviction).
     pub fn set_alert_level(&mut self, id: &str, level: u8) -> CoreResult<()> {
-        let idx = self.find(id).ok_or_else(|| CoreError::UnknownClient(id.into()))?;
+        let idx = self
+            .find(id)
+            .ok_or_else(|| CoreError::UnknownClient(id.into()))?;
         self.entry_mut(idx).sketch.alert_level = level;
         Ok(())
     }
@@ -409,7 +457,10 @@ mod tests {
     use super::*;
 
     fn store(max_clients: usize) -> SketchStore {
-        let cfg = SketchConfig { max_clients, ..Default::default() };
+        let cfg = SketchConfig {
+            max_clients,
+            ..Default::default()
+        };
         SketchStore::new(cfg, b"test").unwrap()
     }
 
@@ -418,7 +469,16 @@ mod tests {
         let prompts: Vec<&str> = events.iter().map(|e| e.1).collect();
         let cells: Vec<i64> = events.iter().flat_map(|e| e.2).collect();
         let ts: Vec<f64> = events.iter().map(|e| e.3).collect();
-        s.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &ts }).unwrap();
+        s.update(
+            &Batch {
+                client_ids: &ids,
+                prompts: &prompts,
+                cells: &cells,
+                ts: &ts,
+            },
+            0,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -426,7 +486,11 @@ mod tests {
         let mut s = store(10);
         feed(
             &mut s,
-            &[("a", "hello there", [0, 0, 0], 1.0), ("b", "x y z", [1, 2, 3], 2.0), ("a", "q", [2, 3, 4], 3.0)],
+            &[
+                ("a", "hello there", [0, 0, 0], 1.0),
+                ("b", "x y z", [1, 2, 3], 2.0),
+                ("a", "q", [2, 3, 4], 3.0),
+            ],
         );
         assert_eq!(s.len(), 2);
         assert_eq!(s.get("a").unwrap().count, 2);
@@ -437,7 +501,14 @@ mod tests {
     #[test]
     fn evicts_least_recent_beyond_cap() {
         let mut s = store(2);
-        feed(&mut s, &[("a", "p", [0; 3], 1.0), ("b", "p", [0; 3], 2.0), ("a", "p", [0; 3], 3.0)]);
+        feed(
+            &mut s,
+            &[
+                ("a", "p", [0; 3], 1.0),
+                ("b", "p", [0; 3], 2.0),
+                ("a", "p", [0; 3], 3.0),
+            ],
+        );
         feed(&mut s, &[("c", "p", [0; 3], 4.0)]);
         assert_eq!(s.len(), 2);
         assert!(s.get("b").is_none());
@@ -447,9 +518,15 @@ mod tests {
 
     #[test]
     fn idle_clients_expire() {
-        let cfg = SketchConfig { idle_ttl: 100.0, ..Default::default() };
+        let cfg = SketchConfig {
+            idle_ttl: 100.0,
+            ..Default::default()
+        };
         let mut s = SketchStore::new(cfg, b"k").unwrap();
-        feed(&mut s, &[("old", "p", [0; 3], 0.0), ("new", "p", [0; 3], 50.0)]);
+        feed(
+            &mut s,
+            &[("old", "p", [0; 3], 0.0), ("new", "p", [0; 3], 50.0)],
+        );
         assert_eq!(s.len(), 2);
         feed(&mut s, &[("new", "p", [0; 3], 150.0)]);
         assert_eq!(s.ids_lru_order(), vec!["new"]);
@@ -459,31 +536,111 @@ mod tests {
     #[test]
     fn bad_batch_changes_nothing() {
         let mut s = store(10);
-        let r = s.update(&Batch { client_ids: &["a", "b"], prompts: &["p", "q"], cells: &[0, 0, 0, 0, 0, 9999], ts: &[1.0, 2.0] });
+        let r = s.update(
+            &Batch {
+                client_ids: &["a", "b"],
+                prompts: &["p", "q"],
+                cells: &[0, 0, 0, 0, 0, 9999],
+                ts: &[1.0, 2.0],
+            },
+            0,
+        );
         assert!(matches!(r, Err(CoreError::Input(m)) if m.contains("event 1")));
         assert!(s.is_empty());
-        let r = s.update(&Batch { client_ids: &["a"], prompts: &["p", "q"], cells: &[0, 0, 0], ts: &[1.0] });
+        let r = s.update(
+            &Batch {
+                client_ids: &["a"],
+                prompts: &["p", "q"],
+                cells: &[0, 0, 0],
+                ts: &[1.0],
+            },
+            0,
+        );
         assert!(r.is_err());
-        let r = s.update(&Batch { client_ids: &["a"], prompts: &["p"], cells: &[0, 0, 0], ts: &[f64::NAN] });
+        let r = s.update(
+            &Batch {
+                client_ids: &["a"],
+                prompts: &["p"],
+                cells: &[0, 0, 0],
+                ts: &[f64::NAN],
+            },
+            0,
+        );
         assert!(r.is_err());
     }
 
     #[test]
     fn merge_and_union_features_agree() {
         let mut s = store(10);
-        feed(&mut s, &[("a", "alpha beta gamma", [1, 1, 1], 1.0), ("b", "delta epsilon zeta", [2, 2, 2], 2.0)]);
+        feed(
+            &mut s,
+            &[
+                ("a", "alpha beta gamma", [1, 1, 1], 1.0),
+                ("b", "delta epsilon zeta", [2, 2, 2], 2.0),
+            ],
+        );
         let u = s.union_features(&["a", "b"]);
         s.merge("a", "ab").unwrap();
         s.merge("b", "ab").unwrap();
         assert_eq!(s.features(&["ab"]), u);
         assert_eq!(u[0], 2.0);
-        assert!(matches!(s.merge("nope", "ab"), Err(CoreError::UnknownClient(_))));
+        assert!(matches!(
+            s.merge("nope", "ab"),
+            Err(CoreError::UnknownClient(_))
+        ));
+    }
+
+    #[test]
+    fn checkpoints_do_not_depend_on_batch_cuts() {
+        let events: Vec<(String, String, [i64; 3], f64)> = (0..60)
+            .map(|i| {
+                (
+                    format!("c{}", i % 3),
+                    format!("prompt number {i} about topic {}", i % 7),
+                    [i % 16, i % 256, i],
+                    i as f64,
+                )
+            })
+            .collect();
+        let run = |cut: usize| {
+            let mut s = store(10);
+            let mut rows = Vec::new();
+            for chunk in events.chunks(cut) {
+                let ids: Vec<&str> = chunk.iter().map(|e| e.0.as_str()).collect();
+                let prompts: Vec<&str> = chunk.iter().map(|e| e.1.as_str()).collect();
+                let cells: Vec<i64> = chunk.iter().flat_map(|e| e.2).collect();
+                let ts: Vec<f64> = chunk.iter().map(|e| e.3).collect();
+                let up = s
+                    .update(
+                        &Batch {
+                            client_ids: &ids,
+                            prompts: &prompts,
+                            cells: &cells,
+                            ts: &ts,
+                        },
+                        5,
+                    )
+                    .unwrap();
+                rows.extend(up.features);
+            }
+            rows
+        };
+        let whole = run(60);
+        assert_eq!(whole.len(), 12 * 16);
+        assert_eq!(run(7), whole);
+        assert_eq!(run(1), whole);
     }
 
     #[test]
     fn jaccard_of_same_text_is_one() {
         let mut s = store(10);
-        feed(&mut s, &[("a", "the same words here", [0; 3], 1.0), ("b", "the same words here", [0; 3], 1.0)]);
+        feed(
+            &mut s,
+            &[
+                ("a", "the same words here", [0; 3], 1.0),
+                ("b", "the same words here", [0; 3], 1.0),
+            ],
+        );
         assert_eq!(s.jaccard("a", "b").unwrap(), 1.0);
     }
 
