@@ -1,0 +1,90 @@
+"""The alert record that goes to SOC pipelines, and its JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["SCHEMA_VERSION", "Alert", "Evidence", "Reason", "alert_id", "schema_json"]
+
+SCHEMA_VERSION: Literal["1.0"] = "1.0"
+Severity = Literal["low", "medium", "high"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
+
+# Fixed namespace: the same client, rule and moment always give the same id.
+_NAMESPACE = uuid.UUID("5f0c6a52-8d0e-4d4e-9a51-3c1b2b7e9a10")
+
+
+class Reason(BaseModel):
+    """One signal that fired: its value against the threshold it crossed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    signal: str = Field(description="name of the signal, e.g. coverage_ratio_256")
+    value: float
+    threshold: float
+    detail: str = ""
+
+
+class Evidence(BaseModel):
+    """What the detector saw of the client when it decided."""
+
+    model_config = ConfigDict(frozen=True)
+
+    query_count: int
+    coverage: dict[str, float] = Field(description="cells level -> share of cells touched")
+    cells: dict[str, int] = Field(description="cells level -> distinct cells touched")
+    expected_cells: dict[str, float] = Field(
+        description="cells level -> distinct cells population-like sampling would touch"
+    )
+    near_duplicate_share: float
+    distinct_prompts: float
+    first_seen: datetime
+    last_seen: datetime
+
+
+class Alert(BaseModel):
+    """A client whose queries span the input space like a model thief's."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    alert_id: str = Field(description="deterministic: a replay raises the same id")
+    client_id: str
+    time: datetime = Field(description="time of the event that triggered the alert")
+    event_id: str | None = None
+    severity: Severity
+    score: float
+    threshold: float
+    reasons: list[Reason]
+    evidence: Evidence
+    detector: str = "spanwatch"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def alert_id(client_id: str, rule: str, severity: str, query_count: int) -> str:
+    """UUIDv5 of what defines an alert, so reprocessing gives the same id."""
+    return str(uuid.uuid5(_NAMESPACE, f"{client_id}\x1f{rule}\x1f{severity}\x1f{query_count}"))
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def schema_json() -> str:
+    """The JSON Schema of Alert, as committed in schemas/alert.schema.json."""
+    schema: dict[str, Any] = Alert.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://spanwatch.dev/schemas/alert-{SCHEMA_VERSION}.json"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schema(path: str | Path) -> None:
+    Path(path).write_text(schema_json(), encoding="utf-8")

@@ -1,0 +1,168 @@
+"""Settings: defaults, then a TOML file, then `SPANWATCH_*` environment
+variables, then explicit arguments (what the CLI passes) win."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from spanwatch.errors import ConfigError
+
+__all__ = [
+    "DEV_SECRET",
+    "EmbedSettings",
+    "ScoringSettings",
+    "Settings",
+    "SketchSettings",
+    "SpaceSettings",
+    "load_settings",
+]
+
+log = logging.getLogger("spanwatch.config")
+
+# Used only when no secret is configured; the detector warns when it is in use.
+DEV_SECRET = "spanwatch-development-key-do-not-use-in-production"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SketchSettings(_Section):
+    """Shape of each client's sketch and the memory bound of the store."""
+
+    levels: list[int] = Field(default=[16, 256, 4096], min_length=1, max_length=8)
+    hist_level: int = Field(default=1, ge=0)
+    num_perm: int = Field(default=128, ge=8, le=1024)
+    shingle_size: int = Field(default=3, ge=1, le=8)
+    hll_precision: int = Field(default=8, ge=4, le=16)
+    band_count: int = Field(default=8, ge=1)
+    band_rows: int = Field(default=4, ge=1)
+    recent_prompts: int = Field(default=32, ge=1, le=4096)
+    max_clients: int = Field(default=1_000_000, ge=1)
+    idle_ttl: float = Field(default=0.0, ge=0.0, description="seconds; 0 keeps idle clients")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_grow(cls, v: list[int]) -> list[int]:
+        if any(a >= b for a, b in itertools.pairwise(v)) or v[0] < 2:
+            raise ValueError("levels must be increasing cell counts, each at least 2")
+        return v
+
+
+class EmbedSettings(_Section):
+    """Which sentence-transformers model embeds prompts, and its cache."""
+
+    model_path: str | None = Field(
+        default=None, description="default: the bundled all-MiniLM-L6-v2"
+    )
+    batch_size: int = Field(default=64, ge=1)
+    device: str = "cpu"
+    cache: bool = True
+    cache_dir: str | None = Field(default=None, description="default: ~/.cache/spanwatch")
+
+
+class SpaceSettings(_Section):
+    """How the map of the input space is fitted when none is given."""
+
+    fit_events: int = Field(default=5000, ge=32, description="events used to fit a space")
+    min_points_per_cell: int = Field(default=4, ge=1)
+    niter: int = Field(default=20, ge=1)
+    seed: int = 0
+
+
+class ScoringSettings(_Section):
+    """The coverage rule: observed cells against what population-like
+    sampling would cover with the same number of queries."""
+
+    min_queries: int = Field(default=50, ge=1)
+    checkpoint_every: int = Field(default=10, ge=1)
+    coverage_threshold: float = Field(default=0.85, gt=0.0)
+    informative_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    severity_steps: tuple[float, float] = (0.92, 0.97)
+
+
+class Settings(BaseSettings):
+    """All of spanwatch's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPANWATCH_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    max_prompt_bytes: int = Field(default=32_768, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    sketch: SketchSettings = SketchSettings()
+    embed: EmbedSettings = EmbedSettings()
+    space: SpaceSettings = SpaceSettings()
+    scoring: ScoringSettings = ScoringSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is read by load_settings and passed as the lowest layer.
+        return init_settings, env_settings, file_secret_settings
+
+    @property
+    def using_dev_secret(self) -> bool:
+        return self.secret_key.get_secret_value() == DEV_SECRET
+
+    def secret_bytes(self) -> bytes:
+        return self.secret_key.get_secret_value().encode("utf-8")
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from an optional TOML file, the environment and `overrides`
+    (nested as dicts, e.g. `scoring={"min_queries": 20}`). Raises ConfigError
+    with every problem named."""
+    file_values: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            file_values = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    try:
+        env_only = Settings()
+        layered = _deep_merge(file_values, _explicit(env_only))
+        return Settings(**_deep_merge(layered, overrides))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
+            for err in e.errors()
+        )
+        where = f" (file {path})" if path else ""
+        raise ConfigError(f"invalid configuration{where}: {problems}") from None
+
+
+def _explicit(s: BaseModel) -> dict[str, Any]:
+    """Only the fields that were set (from the environment), nested."""
+    out: dict[str, Any] = {}
+    for name in s.model_fields_set:
+        v = getattr(s, name)
+        out[name] = _explicit(v) if isinstance(v, BaseModel) else v
+    return out

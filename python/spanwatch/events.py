@@ -1,0 +1,142 @@
+"""Prompt events: the record a client's request becomes, and its parser."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from spanwatch.errors import EventError
+
+__all__ = ["Event", "parse_event", "prompt_from_messages"]
+
+
+class Event(BaseModel):
+    """One prompt sent by one client."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    client_id: str = Field(min_length=1, max_length=512)
+    prompt: str = Field(min_length=1)
+    ts: float = Field(description="seconds since the Unix epoch (an ISO 8601 string is accepted)")
+    event_id: str | None = None
+    embedding: tuple[float, ...] | None = None
+    meta: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chat_body(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompt" not in data and "messages" in data:
+            data = dict(data)
+            data["prompt"] = prompt_from_messages(data["messages"])
+        return data
+
+    @field_validator("client_id", "prompt")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("must be a number or an ISO 8601 string, not a boolean")
+        if isinstance(v, str):
+            try:
+                dt = datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError("must be a number or an ISO 8601 string") from None
+            if dt.tzinfo is None:
+                raise ValueError("an ISO 8601 timestamp needs a time zone")
+            return dt.timestamp()
+        return v
+
+    @field_validator("ts")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        return v
+
+
+def prompt_from_messages(messages: Any) -> str:
+    """The user turns of an OpenAI-style chat request, joined by newlines."""
+    if not isinstance(messages, list):
+        raise ValueError("messages must be a list")
+    parts: list[str] = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(
+                p["text"]
+                for p in content
+                if isinstance(p, dict)
+                and p.get("type") == "text"
+                and isinstance(p.get("text"), str)
+            )
+    if not parts:
+        raise ValueError("messages hold no user text")
+    return "\n".join(parts)
+
+
+def _describe(e: ValidationError) -> str:
+    out = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "event"
+        if err["type"] == "missing":
+            out.append(f"missing field {loc}")
+        else:
+            out.append(f"{loc}: {err['msg']}")
+    return "; ".join(out)
+
+
+def parse_event(raw: bytes | str, *, max_prompt_bytes: int = 32_768) -> Event:
+    """Parses one JSON record. Raises EventError with a one-line reason for
+    invalid UTF-8, malformed JSON, missing or mistyped fields and prompts
+    over the size limit."""
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise EventError(f"invalid UTF-8 at byte {e.start}") from None
+    else:
+        text = raw
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise EventError(f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise EventError("malformed JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise EventError(f"an event must be a JSON object, got {type(data).__name__}")
+    prompt = data.get("prompt")
+    if isinstance(prompt, str):
+        size = len(prompt.encode("utf-8", "surrogatepass"))
+        if size > max_prompt_bytes:
+            raise EventError(f"prompt is {size} bytes, over the limit of {max_prompt_bytes}")
+    try:
+        event = Event.model_validate(data)
+    except ValidationError as e:
+        raise EventError(_describe(e)) from None
+    except ValueError as e:
+        raise EventError(str(e)) from None
+    if (
+        "prompt" not in data
+        and len(event.prompt.encode("utf-8", "surrogatepass")) > max_prompt_bytes
+    ):
+        raise EventError(f"prompt is over the limit of {max_prompt_bytes} bytes")
+    try:
+        event.prompt.encode("utf-8")
+        event.client_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError("text holds lone surrogates (not valid Unicode)") from None
+    return event
