@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PY ?= python3
+DEMO ?= out/demo
+
+.PHONY: install demo test lint rust-test py-test bench schema clean
+
+install:
+	$(PY) -m pip install --quiet -e ".[dev,kafka]"
+
+## Simulated traffic -> replay on the embedded default (no Kafka) -> alerts.
+demo: install
+	spanwatch simulate --out $(DEMO)/events.jsonl
+	spanwatch replay $(DEMO)/events.jsonl --out $(DEMO)/alerts.jsonl
+	@echo "--- first alert, in full:"
+	@head -n 1 $(DEMO)/alerts.jsonl | $(PY) -m json.tool
+
+## Everything CI runs: Rust and Python lints, types, and all tests.
+test: install lint rust-test py-test
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	$(PY) -m ruff check python tests bench
+	$(PY) -m ruff format --check python tests bench
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest spanwatch._core
+
+rust-test:
+	cargo test --quiet
+
+py-test:
+	$(PY) -m pytest
+
+bench:
+	$(PY) bench/python/bench_sketch.py
+
+schema:
+	spanwatch schema --out schemas/alert.schema.json
+
+clean:
+	rm -rf target out python/spanwatch/_core*.so

@@ -1,0 +1,471 @@
+"""Side-by-side benchmarks of the Rust sketch store against plain Python baselines.
+
+What is measured, in one run:
+
+1. minhash: 128-permutation MinHash of word 3-shingles over real prompts (short CLINC/HWU64
+   queries mixed with long instruction prompts, read at run time from ../shared/data).
+   datasketch `MinHash` per prompt through its fastest path (`MinHash.generator`, which
+   copies one initialized MinHash and calls `update_batch`) is timed on pre-built shingles
+   (hashing only) and with the Python shingling included. spanwatch `SketchStore.update`
+   is timed on the same prompts in batches, in child processes with RAYON_NUM_THREADS=1
+   and RAYON_NUM_THREADS=<nproc>. Ratios use datasketch hashing only (the faster baseline).
+2. coverage: numpy boolean arrays per level updated by fancy indexing, against the store
+   fed one-word prompts. The store still does all of its sketch work per event (string id
+   lookup, LRU, shingle hash, MinHash, bands, HLL, histogram, coverage), numpy only
+   the coverage bits.
+3. memory: RSS growth per client of a store holding N clients (fresh process per N),
+   next to the store's own `bytes_per_client` estimate.
+
+Timings use time.perf_counter, one warm-up, best of 3.
+
+Run from the repo root:
+
+    python bench/python/bench_sketch.py            # full run, a few minutes
+    python bench/python/bench_sketch.py --quick    # smaller inputs, under a minute
+    python bench/python/bench_sketch.py --only minhash
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spanwatch._core import SketchStore
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+LEVELS = [16, 256, 4096]
+NUM_PERM = 128
+REPS = 3
+BATCH = 1024
+WORD = re.compile(r"[^\W_]+")
+
+csv.field_size_limit(sys.maxsize)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    prompts: int
+    minhash_clients: int
+    coverage_events: int
+    coverage_clients: int
+    memory_clients: tuple[int, ...]
+
+
+FULL = Sizes(20_000, 1_000, 200_000, 10_000, (10_000, 100_000, 1_000_000))
+QUICK = Sizes(4_000, 1_000, 50_000, 10_000, (10_000, 100_000))
+
+
+# ---------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    return (
+        f"machine: {os.cpu_count()} cpus, {cpu_model()}, "
+        f"python {platform.python_version()}, numpy {np.__version__}, {platform.system()}"
+    )
+
+
+def status(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_json(path: Path) -> list[dict[str, str]]:
+    return list(json.loads(path.read_text(encoding="utf-8")))
+
+
+def with_input(rows: list[dict[str, str]]) -> list[str]:
+    return [(r["instruction"] + "\n" + r.get("input", "")).strip() for r in rows]
+
+
+def clinc() -> list[str]:
+    data = json.loads((DATA / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
+    return [text for split in data.values() for text, _intent in split]
+
+
+def hwu64() -> list[str]:
+    out = []
+    for path in sorted((DATA / "hwu64_nlu_eval" / "KFold_1").glob("*/*.csv")):
+        with path.open(encoding="utf-8", newline="") as f:
+            out += [row["answer_from_user"] for row in csv.DictReader(f, delimiter=";")]
+    return out
+
+
+def gpteacher(name: str) -> list[str]:
+    return with_input(read_json(DATA / "gpteacher" / name))
+
+
+def alpaca() -> list[str]:
+    return with_input(read_json(DATA / "llamafactory_alpaca_en_demo" / "alpaca_en_demo.json"))
+
+
+def awesome() -> list[str]:
+    path = DATA / "awesome_chatgpt_prompts" / "prompts_2026-03-20_pseudonymized.csv"
+    with path.open(encoding="utf-8", newline="") as f:
+        return [row["prompt"] for row in csv.DictReader(f)]
+
+
+def t0() -> list[str]:
+    folder = DATA / "self_instruct" / "t0_train_50k_data_per_template_first20"
+    out = []
+    for path in sorted(folder.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as f:
+            out += [json.loads(line)["prompt"] for line in f if line.strip()]
+    return out
+
+
+# Share of the prompt mix per source: half short assistant queries, half long prompts.
+MIX: list[tuple[str, Callable[[], list[str]], float]] = [
+    ("clinc150", clinc, 0.40),
+    ("hwu64", hwu64, 0.10),
+    ("gpteacher codegen", lambda: gpteacher("codegen-instruct.json"), 0.12),
+    ("gpteacher toolformer", lambda: gpteacher("toolformer-dedupe-only-dataset.json"), 0.12),
+    ("gpteacher roleplay", lambda: gpteacher("roleplay-simple-deduped-roleplay-instruct.json"), 0.06),
+    ("alpaca demo", alpaca, 0.05),
+    ("awesome prompts", awesome, 0.05),
+    ("t0 templates", t0, 0.10),
+]
+
+
+def load_prompts(n: int, seed: int = 0) -> list[str]:
+    """A deterministic shuffled mix of n real prompts (sampled with replacement if short)."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _name, load, share in MIX:
+        pool = [p for p in load() if p.strip()]
+        k = round(n * share)
+        out += rng.sample(pool, k) if k <= len(pool) else rng.choices(pool, k=k)
+    rng.shuffle(out)
+    return out[:n]
+
+
+def shingles(text: str, k: int = 3) -> list[str]:
+    """Word k-shingles as spanwatch builds them: lowercase alphanumeric runs."""
+    words = WORD.findall(text.lower())
+    if len(words) < k:
+        return [" ".join(words)]
+    return [" ".join(words[i : i + k]) for i in range(len(words) - k + 1)]
+
+
+def encoded_shingles(prompts: Sequence[str]) -> list[list[bytes]]:
+    return [[s.encode() for s in shingles(p)] for p in prompts]
+
+
+# ---------------------------------------------------------------- timing
+
+
+def best_of(run: Callable[[], object], reps: int = REPS, warmup: Callable[[], object] | None = None) -> float:
+    """Best wall time of `reps` calls after one warm-up call."""
+    (warmup or run)()
+    best = float("inf")
+    for _ in range(reps):
+        gc.collect()
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def new_store(max_clients: int = 1_000_000) -> SketchStore:
+    return SketchStore(secret=b"bench", levels=LEVELS, num_perm=NUM_PERM, max_clients=max_clients)
+
+
+def random_cells(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.stack([rng.integers(0, level, n) for level in LEVELS], axis=1).astype(np.int64)
+
+
+@dataclass
+class Events:
+    ids: list[str]
+    prompts: list[str]
+    cells: np.ndarray
+    ts: np.ndarray
+
+
+def make_events(prompts: list[str], clients: int, seed: int = 1) -> Events:
+    rng = np.random.default_rng(seed)
+    n = len(prompts)
+    ids = [f"client-{i:08d}" for i in rng.integers(0, clients, n)]
+    return Events(ids, prompts, random_cells(rng, n), np.arange(n, dtype=np.float64))
+
+
+def feed(store: SketchStore, ev: Events, batch: int = BATCH) -> None:
+    for lo in range(0, len(ev.ids), batch):
+        hi = lo + batch
+        store.update(ev.ids[lo:hi], ev.prompts[lo:hi], ev.cells[lo:hi], ev.ts[lo:hi])
+
+
+def time_store(ev: Events) -> float:
+    """Best time to feed all events into a fresh store (store creation not timed)."""
+    best = float("inf")
+    for rep in range(REPS + 1):  # rep 0 is the warm-up
+        store = new_store()
+        gc.collect()
+        start = time.perf_counter()
+        feed(store, ev)
+        took = time.perf_counter() - start
+        del store
+        if rep > 0:
+            best = min(best, took)
+    return best
+
+
+# ---------------------------------------------------------------- child processes
+
+
+def run_child(kind: str, threads: int, quick: bool, extra: Sequence[str] = ()) -> dict[str, float]:
+    """Runs this script as `--child kind` with RAYON_NUM_THREADS set; returns its JSON."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, *extra]
+    if quick:
+        cmd.append("--quick")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"child {kind} failed:\n{done.stderr}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def child_minhash(sizes: Sizes) -> dict[str, float]:
+    prompts = load_prompts(sizes.prompts)
+    return {"seconds": time_store(make_events(prompts, sizes.minhash_clients))}
+
+
+def child_coverage(sizes: Sizes) -> dict[str, float]:
+    ev = coverage_events(sizes)
+    return {"seconds": time_store(ev)}
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def child_memory(clients: int, per_client: int = 5, chunk: int = 10_000) -> dict[str, float]:
+    """RSS growth of a store holding `clients` clients, each given `per_client` events."""
+    rng = np.random.default_rng(2)
+    warm = new_store(10)  # start rayon and numpy before the baseline
+    warm.update(["w"], ["w"], random_cells(rng, 1), np.zeros(1))
+    del warm
+    gc.collect()
+    store = new_store(max(clients, 1))
+    before = rss_bytes()
+    for lo in range(0, clients, chunk):
+        n = min(chunk, clients - lo)
+        ids = [f"client-{i:08d}" for i in range(lo, lo + n)] * per_client
+        prompts = [f"w{j}" for j in range(len(ids))]
+        cells = random_cells(rng, len(ids))
+        store.update(ids, prompts, cells, np.zeros(len(ids)))
+        del ids, prompts, cells
+    gc.collect()
+    after = rss_bytes()
+    return {
+        "clients": float(len(store)),
+        "rss_growth": float(after - before),
+        "estimate": float(store.bytes_per_client(len("client-00000000"))),
+    }
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def bench_minhash(sizes: Sizes, quick: bool) -> list[list[str]]:
+    status(f"loading {sizes.prompts} prompts from {DATA}")
+    prompts = load_prompts(sizes.prompts)
+    enc = encoded_shingles(prompts)
+    n_sh = sum(len(s) for s in enc)
+    chars = sum(len(p) for p in prompts)
+    status(f"{len(prompts)} prompts, {n_sh} shingles, mean {chars / len(prompts):.0f} chars")
+
+    from datasketch import MinHash
+
+    def ds_hash() -> None:
+        for _ in MinHash.generator(enc, num_perm=NUM_PERM):
+            pass
+
+    def ds_total() -> None:
+        for _ in MinHash.generator(encoded_shingles(prompts), num_perm=NUM_PERM):
+            pass
+
+    warm = enc[:500]
+    status("datasketch, hashing only")
+    t_hash = best_of(ds_hash, warmup=lambda: list(MinHash.generator(warm, num_perm=NUM_PERM)))
+    status("datasketch, shingling + hashing")
+    t_total = best_of(ds_total, warmup=lambda: None)
+    threads = os.cpu_count() or 1
+    status("spanwatch, 1 thread")
+    t_one = run_child("minhash", 1, quick)["seconds"]
+    status(f"spanwatch, {threads} threads")
+    t_all = run_child("minhash", threads, quick)["seconds"]
+
+    n = len(prompts)
+    rows = [
+        ("datasketch MinHash, hashing only (baseline)", t_hash),
+        ("datasketch MinHash, Python shingling + hashing", t_total),
+        ("spanwatch store.update, 1 thread", t_one),
+        (f"spanwatch store.update, {threads} threads", t_all),
+    ]
+    return [
+        [name, f"{t:.3f}", f"{n / t:,.0f}", f"{n_sh / t:,.0f}", f"{t_hash / t:.1f}x"]
+        for name, t in rows
+    ]
+
+
+def coverage_events(sizes: Sizes) -> Events:
+    words = [f"w{i}" for i in range(sizes.coverage_events)]
+    return make_events(words, sizes.coverage_clients, seed=3)
+
+
+def numpy_coverage(idx: np.ndarray, cells: np.ndarray, clients: int) -> None:
+    cov = [np.zeros((clients, level), dtype=np.bool_) for level in LEVELS]
+    for lo in range(0, len(idx), BATCH):
+        rows, cols = idx[lo : lo + BATCH], cells[lo : lo + BATCH]
+        for level, bits in enumerate(cov):
+            bits[rows, cols[:, level]] = True
+
+
+def numpy_coverage_ids(ids: list[str], cells: np.ndarray, clients: int) -> None:
+    """Same, with a dict from string client id to row (as a service would need)."""
+    index: dict[str, int] = {}
+    cov = [np.zeros((clients, level), dtype=np.bool_) for level in LEVELS]
+    for lo in range(0, len(ids), BATCH):
+        rows = np.fromiter(
+            (index.setdefault(c, len(index)) for c in ids[lo : lo + BATCH]), dtype=np.intp
+        )
+        cols = cells[lo : lo + BATCH]
+        for level, bits in enumerate(cov):
+            bits[rows, cols[:, level]] = True
+
+
+def bench_coverage(sizes: Sizes, quick: bool) -> list[list[str]]:
+    ev = coverage_events(sizes)
+    idx = np.array([int(c.rsplit("-", 1)[1]) for c in ev.ids], dtype=np.intp)
+    k = sizes.coverage_clients
+    status("numpy coverage, integer rows")
+    t_np = best_of(lambda: numpy_coverage(idx, ev.cells, k))
+    status("numpy coverage, string ids via dict")
+    t_np_ids = best_of(lambda: numpy_coverage_ids(ev.ids, ev.cells, k))
+    threads = os.cpu_count() or 1
+    status("spanwatch, 1 thread")
+    t_one = run_child("coverage", 1, quick)["seconds"]
+    status(f"spanwatch, {threads} threads")
+    t_all = run_child("coverage", threads, quick)["seconds"]
+    n = len(ev.ids)
+    rows = [
+        ("numpy bool arrays, integer client rows (baseline)", t_np),
+        ("numpy bool arrays + dict of string ids", t_np_ids),
+        ("spanwatch store.update (all sketch work), 1 thread", t_one),
+        (f"spanwatch store.update (all sketch work), {threads} threads", t_all),
+    ]
+    return [[name, f"{t:.3f}", f"{n / t:,.0f}", f"{t_np / t:.2f}x"] for name, t in rows]
+
+
+def bench_memory(sizes: Sizes) -> list[list[str]]:
+    rows = []
+    for n in sizes.memory_clients:
+        status(f"memory, {n:,} clients")
+        got = run_child("memory", os.cpu_count() or 1, False, ["--clients", str(n)])
+        per = got["rss_growth"] / got["clients"]
+        est = got["estimate"]
+        rows.append(
+            [f"{n:,}", f"{got['rss_growth'] / 2**20:,.1f}", f"{per:,.0f}", f"{est:,.0f}",
+             f"{per / est:.2f}"]
+        )
+    return rows
+
+
+# ---------------------------------------------------------------- output
+
+
+def table(title: str, head: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest])
+
+    print(f"\n{title}")
+    print(line(head))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller inputs, skip 1M clients")
+    ap.add_argument("--only", choices=["minhash", "coverage", "memory"])
+    ap.add_argument("--child", choices=["minhash", "coverage", "memory"], help=argparse.SUPPRESS)
+    ap.add_argument("--clients", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+
+    if args.child:
+        children = {
+            "minhash": lambda: child_minhash(sizes),
+            "coverage": lambda: child_coverage(sizes),
+            "memory": lambda: child_memory(args.clients),
+        }
+        print(json.dumps(children[args.child]()))
+        return
+
+    print(machine_line())
+    print(f"mode: {'quick' if args.quick else 'full'}; best of {REPS} after one warm-up")
+    want = [args.only] if args.only else ["minhash", "coverage", "memory"]
+    if "minhash" in want:
+        rows = bench_minhash(sizes, args.quick)
+        table(
+            f"MinHash, {sizes.prompts:,} real prompts, num_perm={NUM_PERM}, word 3-shingles, "
+            f"spanwatch in batches of {BATCH} over {sizes.minhash_clients:,} clients",
+            ["path", "seconds", "prompts/s", "shingles/s", "vs baseline"],
+            rows,
+        )
+    if "coverage" in want:
+        rows = bench_coverage(sizes, args.quick)
+        table(
+            f"Coverage update, {sizes.coverage_events:,} events over "
+            f"{sizes.coverage_clients:,} clients, levels {LEVELS}, batches of {BATCH}, "
+            "one-word prompts",
+            ["path", "seconds", "events/s", "vs baseline"],
+            rows,
+        )
+    if "memory" in want:
+        rows = bench_memory(sizes)
+        table(
+            "Memory per client (fresh process per N, 5 events per client, 16-byte ids)",
+            ["clients", "RSS growth MiB", "RSS bytes/client", "bytes_per_client()", "RSS/est"],
+            rows,
+        )
+
+
+if __name__ == "__main__":
+    main()
