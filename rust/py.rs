@@ -3,7 +3,7 @@
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use crate::config::SketchConfig;
 use crate::error::CoreError;
@@ -35,6 +35,26 @@ pub struct PySketchStore {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// Strings of a Python list; text that is not valid Unicode (a lone
+/// surrogate) is an InputError naming the argument and position.
+fn texts(name: &str, items: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if items.is_instance_of::<PyString>() {
+        return Err(InputError::new_err(format!("{name} must be a list of str, not a str")));
+    }
+    let mut out = Vec::new();
+    for (i, item) in items.try_iter()?.enumerate() {
+        let item = item?;
+        let s = item
+            .cast::<PyString>()
+            .map_err(|_| InputError::new_err(format!("{name}[{i}] is not a str")))?;
+        let text = s.to_str().map_err(|_| {
+            InputError::new_err(format!("{name}[{i}] is not valid Unicode (lone surrogate)"))
+        })?;
+        out.push(text.to_owned());
+    }
+    Ok(out)
 }
 
 #[pymethods]
@@ -84,8 +104,8 @@ impl PySketchStore {
     fn update<'py>(
         &mut self,
         py: Python<'py>,
-        client_ids: Vec<String>,
-        prompts: Vec<String>,
+        client_ids: &Bound<'py, PyAny>,
+        prompts: &Bound<'py, PyAny>,
         cells: PyReadonlyArray2<'py, i64>,
         ts: PyReadonlyArray1<'py, f64>,
         checkpoint_every: u64,
@@ -102,6 +122,8 @@ impl PySketchStore {
                 shape[1]
             )));
         }
+        let client_ids = texts("client_ids", client_ids)?;
+        let prompts = texts("prompts", prompts)?;
         let cells: Vec<i64> = cells.as_array().iter().copied().collect();
         let ts: Vec<f64> = ts.as_array().iter().copied().collect();
         let inner = &mut self.inner;

@@ -51,15 +51,15 @@ impl Shingler {
             }
             return h;
         }
-        let whole = words.iter().fold(0x5157_u64, |acc, &w| mix(acc, w));
-        if words.len() <= k {
-            out.push(whole);
+        // A window and a prompt shorter than one window hash the same way, so
+        // "the quick brown" shares its shingle with "the quick brown fox".
+        let fold = |ws: &[u64]| ws[1..].iter().fold(ws[0], |acc, &w| mix(acc, w));
+        if words.len() < k {
+            out.push(fold(words));
         } else {
-            for win in words.windows(k) {
-                out.push(win[1..].iter().fold(win[0], |acc, &w| mix(acc, w)));
-            }
+            out.extend(words.windows(k).map(fold));
         }
-        whole
+        words.iter().fold(0x5157_u64, |acc, &w| mix(acc, w))
     }
 
     fn end_word(&mut self, key: &Key) {
@@ -93,6 +93,16 @@ mod tests {
     fn case_and_punctuation_do_not_matter() {
         assert_eq!(run("Hello, World again!", 2), run("hello world   AGAIN", 2));
         assert_eq!(run("ÉCOLE publique", 1), run("école publique", 1));
+    }
+
+    #[test]
+    fn a_whole_short_prompt_is_the_same_shingle_as_its_window() {
+        let (short, _) = run("the quick brown", 3);
+        let (long, _) = run("the quick brown fox", 3);
+        assert_eq!(short.len(), 1);
+        assert_eq!(short[0], long[0]);
+        let (two, _) = run("the quick", 3);
+        assert_ne!(two[0], long[0]);
     }
 
     #[test]

@@ -326,6 +326,11 @@ impl SketchStore {
             for (c, &v) in cells.iter_mut().zip(&b.cells[i * levels..(i + 1) * levels]) {
                 *c = v as u32;
             }
+            if self.config.idle_ttl > 0.0 {
+                // Per event, not per batch, so evictions do not depend on
+                // where the stream was cut into batches.
+                self.evict_idle(self.max_ts.max(b.ts[i]) - self.config.idle_ttl);
+            }
             let idx = self.touch_or_insert(b.client_ids[i]);
             let d = Digest {
                 sig: &sigs[i * p..(i + 1) * p],
@@ -344,9 +349,6 @@ impl SketchStore {
                 sketch::features(cfg, off, Some(&slot.sketch), &mut out.features[start..]);
             }
             self.max_ts = self.max_ts.max(b.ts[i]);
-        }
-        if self.config.idle_ttl > 0.0 {
-            self.evict_idle(self.max_ts - self.config.idle_ttl);
         }
         Ok(out)
     }
@@ -531,6 +533,28 @@ mod tests {
         feed(&mut s, &[("new", "p", [0; 3], 150.0)]);
         assert_eq!(s.ids_lru_order(), vec!["new"]);
         assert_eq!(s.evictions(), 1);
+    }
+
+    #[test]
+    fn idle_eviction_does_not_depend_on_batch_cuts() {
+        let cfg = SketchConfig {
+            idle_ttl: 100.0,
+            ..Default::default()
+        };
+        let events = [
+            ("a", "p", [0; 3], 0.0),
+            ("b", "p", [0; 3], 200.0),
+            ("a", "p", [0; 3], 201.0),
+        ];
+        let mut whole = SketchStore::new(cfg.clone(), b"k").unwrap();
+        feed(&mut whole, &events);
+        let mut single = SketchStore::new(cfg, b"k").unwrap();
+        for e in &events {
+            feed(&mut single, std::slice::from_ref(e));
+        }
+        assert_eq!(whole.get("a").unwrap().count, 1);
+        assert_eq!(whole.evictions(), single.evictions());
+        assert_eq!(whole.get("a"), single.get("a"));
     }
 
     #[test]

@@ -71,7 +71,8 @@ class Alert(BaseModel):
 
 def alert_id(client_id: str, rule: str, severity: str, query_count: int) -> str:
     """UUIDv5 of what defines an alert, so reprocessing gives the same id."""
-    return str(uuid.uuid5(_NAMESPACE, f"{client_id}\x1f{rule}\x1f{severity}\x1f{query_count}"))
+    name = json.dumps([client_id, rule, severity, query_count], ensure_ascii=False)
+    return str(uuid.uuid5(_NAMESPACE, name))
 
 
 def utc(ts: float) -> datetime:

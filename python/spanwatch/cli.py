@@ -261,6 +261,73 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
+    import signal
+
+    from spanwatch.space import Space
+    from spanwatch.stream import Service
+
+    space = Space.load(args.space)
+    service = Service(cfg, space)
+    if cfg.metrics_port:
+        service.metrics.serve(cfg.metrics_port)
+        log.info("metrics on :%d/metrics", cfg.metrics_port)
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: finishing the batch, checkpointing, committing", signum)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    k = cfg.kafka
+    _say(
+        f"spanwatch run: group {k.group_id!r} on {k.bootstrap_servers}, "
+        f"{k.prompts_topic!r} -> {k.alerts_topic!r} (state {k.state_topic!r}, "
+        f"dead letters {k.dead_letter_topic!r})"
+    )
+    service.run(exit_when_idle=args.exit_when_idle)
+    _say(f"stopped: {service.alerts_sent} alerts sent")
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, cfg: Settings) -> int:
+    from kafka import KafkaProducer
+
+    from spanwatch.stream import ensure_topics
+
+    src = Path(args.events)
+    if not src.is_file():
+        raise SpanwatchError(f"events file not found: {src}")
+    k = cfg.kafka
+    ensure_topics(k)
+    producer = KafkaProducer(**k.client_config(), acks="all", linger_ms=20)
+    total = _count_lines(src)
+    sent = 0
+    t0 = time.perf_counter()
+    bar = _progress(total, "produce", "ev", not args.no_progress)
+    with src.open("rb") as fh:
+        for raw in fh:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            key = None
+            try:
+                data = json.loads(line)
+                if isinstance(data, dict) and isinstance(data.get("client_id"), str):
+                    key = data["client_id"].encode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                pass  # sent as is: the service dead-letters it with a reason
+            producer.send(k.prompts_topic, key=key, value=line)
+            sent += 1
+            bar.update(1)
+    producer.flush()
+    producer.close()
+    bar.close()
+    dt = time.perf_counter() - t0
+    _say(f"produced {sent} records to {k.prompts_topic!r} in {dt:.1f}s")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace, cfg: Settings) -> int:
     from spanwatch.alerts import schema_json
 
@@ -314,6 +381,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--template-sweepers", type=int, default=1)
     s.set_defaults(func=cmd_simulate)
 
+    s = sub.add_parser("run", help="the streaming service on Kafka")
+    s.add_argument("--space", required=True, help="space file from `spanwatch fit-space`")
+    s.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
+    s.add_argument("--group-id", help="overrides kafka.group_id")
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    s.add_argument(
+        "--exit-when-idle", type=float, metavar="SECONDS", help="stop once caught up and idle"
+    )
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("produce", help="load an events file into the prompts topic")
+    s.add_argument("events", help="JSONL file; lines are sent as they are, keyed by client_id")
+    s.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
+    s.add_argument("--topic", help="overrides kafka.prompts_topic")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_produce)
+
     s = sub.add_parser("schema", help="print the JSON Schema of alerts")
     s.add_argument("--out", help="write it to this file")
     s.set_defaults(func=cmd_schema)
@@ -326,6 +410,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         o["space"] = {"fit_events": args.fit_events}
     if getattr(args, "batch_size", None):
         o["batch_size"] = args.batch_size
+    kafka = {
+        name: getattr(args, attr)
+        for name, attr in (
+            ("bootstrap_servers", "bootstrap_servers"),
+            ("group_id", "group_id"),
+            ("prompts_topic", "topic"),
+        )
+        if getattr(args, attr, None)
+    }
+    if kafka:
+        o["kafka"] = kafka
+    if getattr(args, "metrics_port", None):
+        o["metrics_port"] = args.metrics_port
     return o
 
 

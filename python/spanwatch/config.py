@@ -17,6 +17,7 @@ from spanwatch.errors import ConfigError
 __all__ = [
     "DEV_SECRET",
     "EmbedSettings",
+    "KafkaSettings",
     "ScoringSettings",
     "Settings",
     "SketchSettings",
@@ -88,6 +89,54 @@ class ScoringSettings(_Section):
     severity_steps: tuple[float, float] = (0.92, 0.97)
 
 
+class KafkaSettings(_Section):
+    """Where the service reads prompts and writes alerts, state and dead letters.
+    Security settings pass through to kafka-python."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    group_id: str = "spanwatch"
+    prompts_topic: str = "prompts"
+    alerts_topic: str = "spanwatch-alerts"
+    dead_letter_topic: str = "spanwatch-dead-letters"
+    state_topic: str = "spanwatch-state"
+    client_id: str = "spanwatch"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    max_poll_records: int = Field(default=500, ge=1)
+    poll_timeout_ms: int = Field(default=500, ge=1)
+    checkpoint_interval_s: float = Field(default=5.0, ge=0.0)
+    alerts_format: str = Field(default="spanwatch", pattern="^(spanwatch|ocsf)$")
+    topic_partitions: int = Field(default=4, ge=1, description="for topics spanwatch creates")
+    replication_factor: int = Field(default=1, ge=1)
+
+    def client_config(self) -> dict[str, object]:
+        """Connection and security settings in kafka-python's names."""
+        cfg: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_plain_username,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        cfg.update({k: v for k, v in optional.items() if v is not None})
+        if self.sasl_plain_password is not None:
+            cfg["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        if self.ssl_password is not None:
+            cfg["ssl_password"] = self.ssl_password.get_secret_value()
+        return cfg
+
+
 class Settings(BaseSettings):
     """All of spanwatch's settings."""
 
@@ -102,6 +151,8 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     space: SpaceSettings = SpaceSettings()
     scoring: ScoringSettings = ScoringSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics endpoint")
 
     @classmethod
     def settings_customise_sources(

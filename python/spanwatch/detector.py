@@ -155,13 +155,18 @@ class Detector:
             raise SpaceError("the detector has no space: call fit_space() or pass space=")
         return self.space, self.store
 
-    def observe(self, events: Sequence[Event]) -> list[Alert]:
+    def observe(
+        self, events: Sequence[Event], embeddings: npt.NDArray[np.float32] | None = None
+    ) -> list[Alert]:
         """Folds a batch of events in and returns the alerts it raised, in
-        event order. The batch is checked whole before any state changes."""
+        event order. The batch is checked whole before any state changes.
+        `embeddings`, if given, holds one row per event (as `embed` gives)."""
         space, store = self._require()
         if not events:
             return []
-        emb = self.embed(events)
+        emb = self.embed(events) if embeddings is None else embeddings
+        if emb.shape != (len(events), space.dim):
+            raise SpaceError(f"embeddings must be ({len(events)}, {space.dim}), got {emb.shape}")
         cells = space.assign(emb)
         ids = [e.client_id for e in events]
         ts = np.array([e.ts for e in events], dtype=np.float64)

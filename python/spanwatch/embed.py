@@ -161,6 +161,14 @@ class CachedEmbedder:
         self._db.close()
 
     def embed(self, texts: Sequence[str]) -> Matrix:
+        try:
+            return self._embed(texts)
+        except sqlite3.DatabaseError as e:
+            raise EmbeddingError(
+                f"embedding cache {self.path} is unusable: {e}; delete it to start afresh"
+            ) from e
+
+    def _embed(self, texts: Sequence[str]) -> Matrix:
         n, dim = len(texts), self.dim
         out = np.zeros((n, dim), dtype=np.float32)
         keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]

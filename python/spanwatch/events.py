@@ -7,7 +7,14 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spanwatch.errors import EventError
 
@@ -39,6 +46,18 @@ class Event(BaseModel):
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be blank")
+        return v
+
+    @field_validator("embedding", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, list | tuple):
+            raise ValueError("must be a list of numbers")
+        for i, x in enumerate(v):
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                raise ValueError(f"item {i} is not a number")
         return v
 
     @field_validator("ts", mode="before")
@@ -99,10 +118,13 @@ def _describe(e: ValidationError) -> str:
     return "; ".join(out)
 
 
-def parse_event(raw: bytes | str, *, max_prompt_bytes: int = 32_768) -> Event:
+def parse_event(
+    raw: bytes | str, *, max_prompt_bytes: int = 32_768, default_ts: float | None = None
+) -> Event:
     """Parses one JSON record. Raises EventError with a one-line reason for
     invalid UTF-8, malformed JSON, missing or mistyped fields and prompts
-    over the size limit."""
+    over the size limit. `default_ts` fills a missing ts (for example the
+    Kafka record's timestamp)."""
     if isinstance(raw, bytes):
         try:
             text = raw.decode("utf-8")
@@ -118,6 +140,8 @@ def parse_event(raw: bytes | str, *, max_prompt_bytes: int = 32_768) -> Event:
         raise EventError("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise EventError(f"an event must be a JSON object, got {type(data).__name__}")
+    if default_ts is not None and "ts" not in data:
+        data["ts"] = default_ts
     prompt = data.get("prompt")
     if isinstance(prompt, str):
         size = len(prompt.encode("utf-8", "surrogatepass"))

@@ -112,6 +112,9 @@ class Space:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise SpaceError(f"embeddings must be (n, {self.dim}), got shape {x.shape}")
+        if not np.isfinite(x).all():
+            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+            raise SpaceError(f"embedding row {bad} holds NaN or infinite values")
         out = np.empty((len(x), len(self.levels)), dtype=np.int64)
         if len(x) == 0:
             return out
@@ -147,35 +150,43 @@ class Space:
 
     @classmethod
     def load(cls, path: str | Path) -> Space:
+        """Reads a file written by `save`. Anything else, or a damaged file,
+        raises SpaceError saying what is wrong."""
         path = Path(path)
         try:
             with zipfile.ZipFile(path) as z:
-                meta: dict[str, Any] = json.loads(z.read("meta.json"))
-                if meta.get("format") != "spanwatch-space":
+                meta = json.loads(z.read("meta.json"))
+                if not isinstance(meta, dict) or meta.get("format") != "spanwatch-space":
                     raise SpaceError(f"{path} is not a spanwatch space file")
                 if meta.get("version") != FORMAT_VERSION:
                     raise SpaceError(
                         f"{path}: space format version {meta.get('version')} is not supported "
                         f"(this build reads {FORMAT_VERSION})"
                     )
-                n = len(meta["levels"])
+                levels, dim = meta["levels"], meta["dim"]
+                if not isinstance(levels, list) or not levels:
+                    raise SpaceError(f"{path}: header has no list of levels")
 
                 def arr(name: str) -> Any:
                     return np.load(io.BytesIO(z.read(name)), allow_pickle=False)
 
-                centroids = [arr(f"centroids_{i}.npy") for i in range(n)]
-                counts = [arr(f"counts_{i}.npy") for i in range(n)]
+                centroids = [arr(f"centroids_{i}.npy") for i in range(len(levels))]
+                counts = [arr(f"counts_{i}.npy") for i in range(len(levels))]
+                if any(c.ndim != 2 for c in centroids) or any(n.ndim != 1 for n in counts):
+                    raise SpaceError(f"{path}: arrays have the wrong number of dimensions")
+                space = cls(
+                    centroids,
+                    counts,
+                    model_id=str(meta.get("model_id", "")),
+                    requested_levels=meta.get("requested_levels"),
+                )
+        except SpaceError:
+            raise
         except FileNotFoundError:
             raise SpaceError(f"space file not found: {path}") from None
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as e:
             raise SpaceError(f"{path} is not a readable space file: {e}") from None
-        space = cls(
-            centroids,
-            counts,
-            model_id=str(meta.get("model_id", "")),
-            requested_levels=meta.get("requested_levels"),
-        )
-        if space.levels != meta["levels"] or space.dim != meta["dim"]:
+        if space.levels != levels or space.dim != dim:
             raise SpaceError(f"{path}: header does not match the arrays it holds")
         return space
 

@@ -15,12 +15,16 @@ pytestmark = pytest.mark.model
 
 @pytest.fixture(scope="module")
 def traffic() -> tuple[list[Event], dict[str, str]]:
-    raw, clients = simulate(n_benign=12, n_harvesters=2, n_sweepers=1, n_template_sweepers=1, seed=3)
+    raw, clients = simulate(
+        n_benign=12, n_harvesters=2, n_sweepers=1, n_template_sweepers=1, seed=3
+    )
     return [Event.model_validate(e) for e in raw], {c.client_id: c.kind for c in clients}
 
 
 @pytest.fixture
-def det(settings: Settings, embedder: Embedder, traffic: tuple[list[Event], dict[str, str]]) -> Detector:
+def det(
+    settings: Settings, embedder: Embedder, traffic: tuple[list[Event], dict[str, str]]
+) -> Detector:
     d = Detector(settings, embedder=embedder)
     d.fit_space(traffic[0][:1500])
     return d

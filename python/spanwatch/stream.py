@@ -1,0 +1,436 @@
+"""The Kafka service: consume prompts, detect, produce alerts, checkpoint state.
+
+Delivery: at-least-once for alerts (ids are deterministic, so duplicates can
+be dropped downstream), exactly-once for client state. Offsets are committed
+only after the alerts of the events before them are acknowledged and the state
+of every client they touched is written to the compacted state topic. Each
+state record carries the source offset of the last event it includes, so
+events replayed after a crash are skipped for clients whose restored state
+already holds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from spanwatch import __version__
+from spanwatch.alerts import Alert
+from spanwatch.config import KafkaSettings, Settings
+from spanwatch.deadletter import dead_letter, reason_kind
+from spanwatch.detector import Detector
+from spanwatch.embed import Embedder
+from spanwatch.errors import EventError, SpanwatchError
+from spanwatch.events import Event, parse_event
+from spanwatch.metrics import Metrics
+from spanwatch.ocsf import to_ocsf
+from spanwatch.space import Space
+
+__all__ = ["Service", "ensure_topics"]
+
+log = logging.getLogger("spanwatch.stream")
+
+_OFFSET = struct.Struct(">q")
+
+
+@dataclass
+class _Partition:
+    """What the service holds for one assigned partition."""
+
+    detector: Detector
+    # client -> source offset of the last event folded in since the last checkpoint
+    dirty: dict[str, int] = field(default_factory=dict)
+    # client -> source offset its restored state already includes
+    restored: dict[str, int] = field(default_factory=dict)
+    next_offset: int | None = None
+    committed: int | None = None
+
+
+def ensure_topics(k: KafkaSettings) -> None:
+    """Creates the prompts, alerts, dead-letter and state topics if absent.
+    The state topic is compacted and needs as many partitions as the prompts
+    topic, since partition p's state lives in its partition p."""
+    admin = KafkaAdminClient(**k.client_config())
+    try:
+        existing = set(admin.list_topics())
+        want = [
+            NewTopic(k.prompts_topic, k.topic_partitions, k.replication_factor),
+            NewTopic(k.alerts_topic, k.topic_partitions, k.replication_factor),
+            NewTopic(k.dead_letter_topic, 1, k.replication_factor),
+        ]
+        todo = [t for t in want if t.name not in existing]
+        if todo:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(todo)
+        n = _partition_count(admin, k.prompts_topic)
+        if k.state_topic not in existing:
+            state = NewTopic(
+                k.state_topic,
+                n,
+                k.replication_factor,
+                topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            )
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([state])
+        ns = _partition_count(admin, k.state_topic)
+        if ns < n:
+            raise SpanwatchError(
+                f"state topic {k.state_topic} has {ns} partitions but {k.prompts_topic} has {n}; "
+                "it needs at least as many"
+            )
+    finally:
+        admin.close()
+
+
+def _partition_count(admin: Any, topic: str) -> int:
+    for t in admin.describe_topics([topic]):
+        if t.get("name", t.get("topic")) == topic:
+            return len(t["partitions"])
+    raise SpanwatchError(f"topic {topic} not found")
+
+
+class Service:
+    """One consumer of the group. Several processes with the same group id
+    share the prompts topic's partitions, and their state moves with them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        space: Space,
+        *,
+        embedder: Embedder | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.k = settings.kafka
+        self.space = space
+        self._embedder = embedder
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.parts: dict[int, _Partition] = {}
+        self._stop = threading.Event()
+        self._pending_assign: set[int] = set()
+        self._last_checkpoint = time.monotonic()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self.alerts_sent = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Asks the loop to finish its batch, checkpoint, commit and exit."""
+        self._stop.set()
+
+    def _detector(self) -> Detector:
+        det = Detector(self.settings, space=self.space, embedder=self._embedder)
+        if self._embedder is None and det._embedder is None:
+            self._embedder = det.embedder
+        return det
+
+    def _connect(self) -> None:
+        cfg = self.k.client_config()
+        ensure_topics(self.k)
+        self._producer = KafkaProducer(
+            **cfg,
+            acks="all",
+            linger_ms=5,
+            retries=2**31 - 1,
+            delivery_timeout_ms=24 * 3600 * 1000,
+            max_block_ms=24 * 3600 * 1000,
+        )
+        self._consumer = KafkaConsumer(
+            **cfg,
+            group_id=self.k.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.k.max_poll_records,
+            key_deserializer=None,
+            value_deserializer=None,
+        )
+        self._consumer.subscribe([self.k.prompts_topic], listener=_Listener(self))
+
+    def run(self, *, exit_when_idle: float | None = None) -> None:
+        """Consumes until `stop()` (or SIGTERM via the CLI), or, with
+        `exit_when_idle`, until caught up and idle that many seconds."""
+        self._connect()
+        idle_since: float | None = None
+        try:
+            while not self._stop.is_set():
+                records = self._consumer.poll(
+                    timeout_ms=self.k.poll_timeout_ms, max_records=self.k.max_poll_records
+                )
+                self._apply_assignments()
+                if records:
+                    idle_since = None
+                    with self.metrics.batch_seconds.time():
+                        self._process(records)
+                elif exit_when_idle is not None:
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if now - idle_since >= exit_when_idle and self._caught_up():
+                        log.info("caught up and idle for %.1fs: stopping", exit_when_idle)
+                        break
+                due = time.monotonic() - self._last_checkpoint >= self.k.checkpoint_interval_s
+                if due:
+                    self._checkpoint(list(self.parts))
+                    self._update_gauges()
+            self._checkpoint(list(self.parts))
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as e:
+                log.warning("consumer close: %s", e)
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=30)
+                self._producer.close(timeout=30)
+            except Exception as e:
+                log.warning("producer close: %s", e)
+
+    # ------------------------------------------------------------ rebalance
+
+    def _on_assigned(self, partitions: set[int]) -> None:
+        # Restoring needs its own consumer, which must not run inside this
+        # consumer's callback: note it, and restore before the next batch.
+        self._pending_assign |= {p for p in partitions if p not in self.parts}
+
+    def _on_revoked(self, partitions: set[int], lost: bool) -> None:
+        mine = [p for p in partitions if p in self.parts]
+        if not lost:
+            try:
+                self._checkpoint(mine)
+            except Exception as e:
+                log.warning("could not flush state of revoked partitions %s: %s", mine, e)
+        for p in mine:
+            del self.parts[p]
+        self._pending_assign -= set(partitions)
+        log.info("partitions %s %s", sorted(partitions), "lost" if lost else "revoked")
+
+    def _apply_assignments(self) -> None:
+        todo = sorted(self._pending_assign)
+        self._pending_assign.clear()
+        for p in todo:
+            self.parts[p] = self._restore(p)
+
+    def _restore(self, p: int) -> _Partition:
+        """Reads partition p of the state topic from the start to its end."""
+        part = _Partition(detector=self._detector())
+        store = part.detector.store
+        assert store is not None
+        tp = TopicPartition(self.k.state_topic, p)
+        c = KafkaConsumer(**self.k.client_config(), enable_auto_commit=False, group_id=None)
+        n = 0
+        try:
+            c.assign([tp])
+            c.seek_to_beginning(tp)
+            end = c.end_offsets([tp])[tp]
+            while c.position(tp) < end:
+                for recs in c.poll(timeout_ms=1000).values():
+                    for r in recs:
+                        client = r.key.decode("utf-8")
+                        if r.value is None:
+                            store.remove(client)
+                            part.restored.pop(client, None)
+                            continue
+                        (offset,) = _OFFSET.unpack_from(r.value)
+                        store.restore_client(r.value[_OFFSET.size :])
+                        part.restored[client] = offset
+                        n += 1
+        finally:
+            c.close()
+        self.metrics.restored.inc(len(part.restored))
+        log.info("partition %d: restored %d clients from %d state records", p, len(store), n)
+        return part
+
+    # ------------------------------------------------------------ processing
+
+    def _parse(self, r: Any) -> Event | str:
+        if r.value is None:
+            return "record has no value"
+        try:
+            ev = parse_event(
+                r.value,
+                max_prompt_bytes=self.settings.max_prompt_bytes,
+                default_ts=r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None,
+            )
+        except EventError as e:
+            return e.reason
+        if ev.embedding is not None:
+            v = np.asarray(ev.embedding, dtype=np.float64)
+            if len(v) != self.space.dim:
+                return f"embedding has {len(v)} dimensions, expected {self.space.dim}"
+            if not np.isfinite(v).all() or not np.any(v):
+                return "embedding is zero or not finite"
+        return ev
+
+    def _process(self, records: dict[Any, list[Any]]) -> None:
+        per_part: dict[int, list[tuple[int, Event]]] = {}
+        for tp, recs in records.items():
+            part = self.parts.get(tp.partition)
+            if part is None:
+                log.warning("records for unassigned partition %d dropped", tp.partition)
+                continue
+            good: list[tuple[int, Event]] = []
+            for r in recs:
+                got = self._parse(r)
+                if isinstance(got, str):
+                    self._dead_letter(r, got)
+                elif part.restored.get(got.client_id, -1) >= r.offset:
+                    self.metrics.skipped.inc()
+                else:
+                    good.append((r.offset, got))
+            if recs:
+                part.next_offset = recs[-1].offset + 1
+            if good:
+                per_part[tp.partition] = good
+        flat = [ev for evs in per_part.values() for _, ev in evs]
+        if not flat:
+            return
+        det = next(iter(self.parts.values())).detector
+        emb = det.embed(flat)
+        start = 0
+        for p, evs in per_part.items():
+            part = self.parts[p]
+            events = [ev for _, ev in evs]
+            alerts = part.detector.observe(events, emb[start : start + len(events)])
+            start += len(events)
+            for off, ev in evs:
+                part.dirty[ev.client_id] = off
+            for a in alerts:
+                self._send_alert(a)
+        self.metrics.events.inc(len(flat))
+
+    def _send_alert(self, a: Alert) -> None:
+        if self.k.alerts_format == "ocsf":
+            body = json.dumps(to_ocsf(a, __version__)).encode("utf-8")
+        else:
+            body = a.to_json().encode("utf-8")
+        self._producer.send(self.k.alerts_topic, key=a.client_id.encode("utf-8"), value=body)
+        self.metrics.alerts.labels(a.severity).inc()
+        self.alerts_sent += 1
+
+    def _dead_letter(self, r: Any, reason: str) -> None:
+        body = dead_letter(r.value, r.key, reason, r.topic, r.partition, r.offset)
+        self._producer.send(self.k.dead_letter_topic, key=r.key, value=body)
+        self.metrics.dead_letters.labels(reason_kind(reason)).inc()
+        log.info("dead letter %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _flush(self) -> None:
+        """Blocks until every record sent so far is acknowledged, riding out a
+        broker outage. Once asked to stop, it waits `shutdown_timeout_s` at
+        most and then gives up without committing (the events are replayed
+        on the next start)."""
+        deadline: float | None = None
+        while True:
+            try:
+                self._producer.flush(timeout=10)
+                return
+            except Exception as e:  # KafkaTimeoutError while the broker is away
+                if self._stop.is_set():
+                    deadline = deadline or time.monotonic() + self.shutdown_timeout_s
+                    if time.monotonic() > deadline:
+                        raise
+                log.warning("waiting for the broker to acknowledge records: %s", e)
+
+    shutdown_timeout_s = 60.0
+
+    def _checkpoint(self, partitions: list[int]) -> None:
+        """Alerts acked, then state of dirty clients written and acked, then
+        offsets committed: in that order, so a crash anywhere loses nothing."""
+        self._last_checkpoint = time.monotonic()
+        if self._producer is None:
+            return
+        self._flush()
+        offsets = {}
+        for p in partitions:
+            part = self.parts.get(p)
+            if part is None:
+                continue
+            store = part.detector.store
+            assert store is not None
+            for client, off in part.dirty.items():
+                value = None
+                if client in store:
+                    value = _OFFSET.pack(off) + store.snapshot_client(client)
+                self._producer.send(
+                    self.k.state_topic, key=client.encode("utf-8"), value=value, partition=p
+                )
+            part.dirty.clear()
+            if part.next_offset is not None and part.next_offset != part.committed:
+                offsets[TopicPartition(self.k.prompts_topic, p)] = OffsetAndMetadata(
+                    part.next_offset, "", -1
+                )
+        self._flush()
+        if offsets:
+            self._consumer.commit(offsets)
+            for tp, om in offsets.items():
+                self.parts[tp.partition].committed = om.offset
+            self.metrics.checkpoints.inc()
+
+    # ------------------------------------------------------------ observability
+
+    def _caught_up(self) -> bool:
+        if not self.parts:
+            return False
+        tps = [TopicPartition(self.k.prompts_topic, p) for p in self.parts]
+        ends = self._consumer.end_offsets(tps)
+        return all(self._consumer.position(tp) >= ends[tp] for tp in tps)
+
+    def _update_gauges(self) -> None:
+        clients = evictions = 0
+        for p, part in self.parts.items():
+            store = part.detector.store
+            if store is not None:
+                clients += len(store)
+                evictions += store.evictions
+            hw = self._consumer.highwater(TopicPartition(self.k.prompts_topic, p))
+            if hw is not None and part.next_offset is not None:
+                self.metrics.lag.labels(str(p)).set(max(0, hw - part.next_offset))
+        self.metrics.clients.set(clients)
+        self.metrics.evictions.set(evictions)
+
+    def counts(self) -> dict[str, int]:
+        """Query count of every client held now (for tests and reports)."""
+        out: dict[str, int] = {}
+        for part in self.parts.values():
+            store = part.detector.store
+            assert store is not None
+            ids = store.client_ids()
+            if ids:
+                col = store.feature_names.index("count")
+                for cid, row in zip(ids, store.features(ids), strict=True):
+                    out[cid] = int(row[col])
+        return out
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Hands rebalance callbacks to the service."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.service._on_revoked({tp.partition for tp in revoked}, lost=False)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.service._on_revoked({tp.partition for tp in lost}, lost=True)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.service._on_assigned({tp.partition for tp in assigned})

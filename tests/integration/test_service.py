@@ -1,0 +1,182 @@
+"""`spanwatch run` on a real Kafka broker: end to end, crashes, rebalances,
+a broker outage and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from spanwatch import Detector, Event, Space
+from spanwatch.config import load_settings
+from spanwatch.embed import Embedder
+from spanwatch.simulate import simulate
+
+from .kafka_env import Broker, Run, Topics, expected_counts, start_broker, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.model]
+
+SECRET = "service-test-secret"
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    b = start_broker(tmp_path_factory.mktemp("kafka"))
+    yield b
+    b.sh("stop")
+
+
+@pytest.fixture(autouse=True)
+def reap_runs() -> Iterator[None]:
+    yield
+    Run.reap()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> dict[str, Any]:
+    """Traffic, a fitted space, and what replay says of that traffic."""
+    d = tmp_path_factory.mktemp("service")
+    raw, _ = simulate(n_benign=14, n_harvesters=2, n_sweepers=1, n_template_sweepers=1, seed=5)
+    lines = [json.dumps(e).encode() for e in raw]
+    settings = load_settings(secret_key=SECRET)
+    events = [Event.model_validate(e) for e in raw]
+    det = Detector(settings, embedder=embedder)
+    space = det.fit_space(events[:2000])
+    space_path = d / "space.zip"
+    space.save(space_path)
+    replay = Detector(settings, space=Space.load(space_path), embedder=embedder)
+    alerts = {a.alert_id: json.loads(a.to_json()) for a in replay.observe(events)}
+    assert alerts, "the traffic must raise alerts for these tests to mean anything"
+    return {
+        "dir": d,
+        "lines": lines,
+        "space": space_path,
+        "levels": space.levels,
+        "alerts": alerts,
+        "counts": expected_counts(lines),
+        "cache": str(tmp_path_factory.getbasetemp() / "service-cache"),
+    }
+
+
+def _env(world: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {
+        "SPANWATCH_SECRET_KEY": SECRET,
+        "SPANWATCH_EMBED__CACHE_DIR": world["cache"],
+        **extra,
+    }
+
+
+def _assert_matches_replay(t: Topics, world: dict[str, Any]) -> None:
+    got = t.alerts_by_id()
+    assert set(got) == set(world["alerts"])
+    for aid, copies in got.items():
+        assert all(c == world["alerts"][aid] for c in copies), aid
+    assert t.state_counts(SECRET.encode(), world["levels"]) == dict(world["counts"])
+
+
+def test_end_to_end_alerts_equal_replay(broker: Broker, world: dict[str, Any]) -> None:
+    t = Topics(broker)
+    t.produce_lines(world["lines"])
+    run = Run(t, world["space"], world["dir"] / "e2e.log", "--exit-when-idle", "4", **_env(world))
+    assert run.wait(600) == 0, run.tail()
+    got = t.alerts_by_id()
+    assert all(len(c) == 1 for c in got.values()), "no duplicates without a crash"
+    _assert_matches_replay(t, world)
+
+
+def _slow(world: dict[str, Any]) -> dict[str, str]:
+    # small polls and frequent checkpoints, so a kill lands mid-stream
+    return _env(
+        world,
+        SPANWATCH_KAFKA__MAX_POLL_RECORDS="15",
+        SPANWATCH_KAFKA__CHECKPOINT_INTERVAL_S="0.2",
+    )
+
+
+def test_kill_9_mid_stream_then_restart_loses_nothing(
+    broker: Broker, world: dict[str, Any]
+) -> None:
+    t = Topics(broker)
+    t.produce_lines(world["lines"])
+    total = len(world["lines"])
+    first = Run(t, world["space"], world["dir"] / "kill.log", **_slow(world))
+    wait_until(lambda: t.committed() >= total // 4, 300, "a quarter of the stream committed")
+    first.kill()
+    at_kill = t.committed()
+    assert at_kill < total, "the kill must land mid-stream"
+    second = Run(
+        t, world["space"], world["dir"] / "kill.log", "--exit-when-idle", "4", **_env(world)
+    )
+    assert second.wait(600) == 0, second.tail()
+    assert "restored" in second.tail()
+    _assert_matches_replay(t, world)
+
+
+def test_second_consumer_takes_over_partitions_with_state(
+    broker: Broker, world: dict[str, Any]
+) -> None:
+    t = Topics(broker)
+    t.produce_lines(world["lines"])
+    total = len(world["lines"])
+    a = Run(t, world["space"], world["dir"] / "a.log", **_slow(world))
+    b = Run(t, world["space"], world["dir"] / "b.log", **_slow(world))
+    wait_until(lambda: t.committed() >= total // 3, 300, "a third of the stream committed")
+    assert b.term() == 0, b.tail()
+    assert "revoked" in b.tail()
+    wait_until(lambda: t.committed() >= total, 300, "the whole stream committed")
+    assert a.term() == 0, a.tail()
+    _assert_matches_replay(t, world)
+
+
+def test_broker_outage_loses_no_events(broker: Broker, world: dict[str, Any]) -> None:
+    t = Topics(broker)
+    lines = world["lines"]
+    half = len(lines) // 2
+    t.produce_lines(lines[:half])
+    run = Run(t, world["space"], world["dir"] / "outage.log", **_env(world))
+    wait_until(lambda: t.committed() >= half, 300, "the first half committed")
+    broker.sh("stop")
+    import time
+
+    time.sleep(8)
+    broker.start()
+    t.produce_lines(lines[half:])
+    wait_until(lambda: t.committed() >= len(lines), 300, "the whole stream committed")
+    assert run.term() == 0, run.tail()
+    _assert_matches_replay(t, world)
+
+
+def test_bad_input_goes_to_dead_letters_and_the_next_event_is_processed(
+    broker: Broker, world: dict[str, Any]
+) -> None:
+    t = Topics(broker)
+    ok = {"client_id": "good-client", "prompt": "How do I repot a fern?", "ts": 1767225600.0}
+    bad = [
+        (b"{not json", "malformed JSON"),
+        (b'{"prompt": "hi", "ts": 1}', "missing field client_id"),
+        (b'{"client_id": "", "prompt": "hi", "ts": 1}', "client_id"),
+        (b'{"client_id": "x", "prompt": "hi", "ts": "soon"}', "ts:"),
+        (b'{"client_id": "x", "prompt": "' + b"p" * 40_000 + b'", "ts": 1}', "over the limit"),
+        (b'{"client_id": "x", "prompt": "\xc3\x28", "ts": 1}', "invalid UTF-8"),
+        (
+            json.dumps(
+                {"client_id": "x", "prompt": "hi", "ts": 1, "embedding": [0.1] * 5}
+            ).encode(),
+            "embedding has 5 dimensions, expected 384",
+        ),
+    ]
+    lines = [raw for raw, _ in bad] + [json.dumps(ok).encode()]
+    t.produce_lines(lines, keys=[b"k"] * len(lines))
+    run = Run(t, world["space"], world["dir"] / "bad.log", "--exit-when-idle", "3", **_env(world))
+    assert run.wait(300) == 0, run.tail()
+    dead = [json.loads(r.value) for r in t.read_all(t.dead)]
+    assert len(dead) == len(bad)
+    dead.sort(key=lambda d: d["source"]["offset"])
+    for d, (raw, reason) in zip(dead, bad, strict=True):
+        assert reason in d["reason"], (d["reason"], reason)
+        assert base64.b64decode(d["value_b64"]) == raw
+        assert d["source"]["topic"] == t.prompts
+    assert t.state_counts(SECRET.encode(), world["levels"]) == {"good-client": 1}
