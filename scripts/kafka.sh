@@ -10,6 +10,7 @@
 #   KAFKA_PORT             PLAINTEXT listener on 127.0.0.1                default 19092
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener on 127.0.0.1               default 19093
 #   KAFKA_HEAP_OPTS        JVM heap flags                                 default "-Xms128m -Xmx512m"
+#   KAFKA_OPTS             extra JVM flags for the broker (split on spaces)
 #   KAFKA_STOP_TIMEOUT     seconds `stop` waits after SIGTERM             default 30
 #   KAFKA_MVN_ARGS         extra Maven arguments for setup, e.g. "-o" (offline) or
 #                          "-Dmaven.repo.local=/path"
@@ -27,7 +28,6 @@ KAFKA_PORT="${KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
-KAFKA_OFFSETS_PARTITIONS="${KAFKA_OFFSETS_PARTITIONS:-50}"
 JAVA="${JAVA:-java}"
 MVN="${MVN:-mvn}"
 PYTHON="${PYTHON:-python3}"
@@ -42,7 +42,6 @@ SERVER_PROPS="$CONF_DIR/server.properties"
 LOG4J2_XML="$CONF_DIR/log4j2.xml"
 SERVER_LOG="$LOG_DIR/server.log"
 CONSOLE_LOG="$LOG_DIR/kafka.out"
-FORMAT_INFO="$DATA_DIR/.spanwatch-format"
 BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 # Put on the java command line so we can tell *our* broker from any other process.
 MARKER="-Dspanwatch.kafka.home=$KAFKA_HOME"
@@ -59,6 +58,7 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH ($2)"; }
 
 check_port_var() {
+    # shellcheck disable=SC2015 # die when either test fails
     [[ "$2" =~ ^[0-9]+$ ]] && ((10#$2 > 0 && 10#$2 < 65536)) || die "$1 must be a TCP port, got '$2'"
 }
 check_port_var KAFKA_PORT "$KAFKA_PORT"
@@ -201,6 +201,11 @@ resolve_jars() {
 
 write_config() {
     mkdir -p "$CONF_DIR" "$DATA_DIR" "$LOG_DIR"
+    # Consumer groups are mapped to __consumer_offsets partitions by this count,
+    # so it must never change for existing data: reuse what is on disk.
+    local offsets_partitions
+    offsets_partitions="$(find "$DATA_DIR" -mindepth 1 -maxdepth 1 -type d -name '__consumer_offsets-*' ! -name '*.*' | wc -l)"
+    ((offsets_partitions > 0)) || offsets_partitions=4
     cat >"$SERVER_PROPS" <<EOF
 # Written by scripts/kafka.sh start; edits are overwritten on the next start.
 process.roles=broker,controller
@@ -218,9 +223,9 @@ num.partitions=4
 default.replication.factor=1
 min.insync.replicas=1
 offsets.topic.replication.factor=1
-# Fewer internal partitions than the default 50: faster (re)start and recovery
-# after SIGKILL. Fixed here because groups are mapped to partitions by it.
-offsets.topic.num.partitions=${KAFKA_OFFSETS_PARTITIONS}
+# 4 instead of the default 50 internal partitions: a clean restart takes ~3 s
+# instead of ~5.5 s on a small machine.
+offsets.topic.num.partitions=$offsets_partitions
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 transaction.state.log.replication.factor=1
@@ -262,16 +267,8 @@ EOF
 }
 
 format_storage() {
-    if [[ -f "$DATA_DIR/meta.properties" ]]; then
-        if [[ -f "$FORMAT_INFO" ]]; then
-            local fmt_port
-            fmt_port="$(sed -n 's/^controller_port=//p' "$FORMAT_INFO")"
-            if [[ -n "$fmt_port" && "$fmt_port" != "$KAFKA_CONTROLLER_PORT" ]]; then
-                die "the data in $DATA_DIR was formatted for KAFKA_CONTROLLER_PORT=$fmt_port (the KRaft voter set records it); use that port or run 'kafka.sh reset'"
-            fi
-        fi
-        return 0
-    fi
+    # Formatted once; later starts reuse the data (and its cluster id).
+    [[ -f "$DATA_DIR/meta.properties" ]] && return 0
     local cluster_id
     cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
     info "start: formatting $DATA_DIR (cluster id $cluster_id)"
@@ -281,7 +278,6 @@ format_storage() {
         cat "$LOG_DIR/format.log" >&2
         die "start: formatting the storage failed"
     fi
-    printf 'cluster_id=%s\ncontroller_port=%s\n' "$cluster_id" "$KAFKA_CONTROLLER_PORT" >"$FORMAT_INFO"
 }
 
 cmd_start() {
@@ -315,19 +311,22 @@ cmd_start() {
     done
     rm -f "$SERVER_LOG".[0-9]*
     rm -f "$PID_FILE"
-    local -a heap
+    local -a heap opts
     read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+    read -r -a opts <<<"${KAFKA_OPTS:-}"
     local -a jvm=(
         "$JAVA" "${heap[@]}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-        -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
-        "-Dlog4j2.configurationFile=$LOG4J2_XML" "-Dkafka.logs.dir=$LOG_DIR"
+        -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
+        "${opts[@]}" "-Dlog4j2.configurationFile=$LOG4J2_XML" "-Dkafka.logs.dir=$LOG_DIR"
         "$MARKER" -cp "$LIBS/*" kafka.Kafka "$SERVER_PROPS"
     )
     # New session (setsid) + SIGHUP ignored (nohup): survives the calling shell.
     # The inner bash writes its own pid, then exec's java so that pid is the broker's.
     local -a launcher=(nohup)
     command -v setsid >/dev/null 2>&1 && launcher+=(setsid)
+    # shellcheck disable=SC2016 # $$ and $@ are for the inner bash
     (
+        exec 8>&- 9>&- # never let the broker inherit (and hold) our locks
         cd "$KAFKA_HOME"
         "${launcher[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" "${jvm[@]}" \
             >"$CONSOLE_LOG" 2>&1 </dev/null &
@@ -499,6 +498,14 @@ EOF
 main() {
     local cmd="${1:-}"
     [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+    start | stop | kill | reset)
+        # One state-changing command at a time per KAFKA_HOME (two concurrent
+        # starts would otherwise race for the pid file).
+        exec 8>"$KAFKA_HOME/.kafka.sh.lock"
+        if command -v flock >/dev/null 2>&1; then flock 8; fi
+        ;;
+    esac
     case "$cmd" in
     setup) cmd_setup ;;
     start) cmd_start ;;

@@ -212,8 +212,11 @@ class Service:
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
         mine = [p for p in partitions if p in self.parts]
         if not lost:
+            # This runs on the consumer's IO thread, where kafka-python cannot
+            # commit. Flushing alerts and state is enough: the new owner
+            # restores this state and skips the events it already holds.
             try:
-                self._checkpoint(mine)
+                self._checkpoint(mine, commit=False)
             except Exception as e:
                 log.warning("could not flush state of revoked partitions %s: %s", mine, e)
         for p in mine:
@@ -351,7 +354,7 @@ class Service:
 
     shutdown_timeout_s = 60.0
 
-    def _checkpoint(self, partitions: list[int]) -> None:
+    def _checkpoint(self, partitions: list[int], *, commit: bool = True) -> None:
         """Alerts acked, then state of dirty clients written and acked, then
         offsets committed: in that order, so a crash anywhere loses nothing."""
         self._last_checkpoint = time.monotonic()
@@ -378,7 +381,7 @@ class Service:
                     part.next_offset, "", -1
                 )
         self._flush()
-        if offsets:
+        if offsets and commit:
             self._consumer.commit(offsets)
             for tp, om in offsets.items():
                 self.parts[tp.partition].committed = om.offset

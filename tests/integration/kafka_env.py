@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,15 +20,25 @@ from typing import Any, ClassVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "kafka.sh"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range, where outgoing connections
+    cannot be holding it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 @dataclass
@@ -157,7 +168,10 @@ class Topics:
         """Offsets committed by the group, summed over partitions."""
         admin = KafkaAdminClient(bootstrap_servers=[self.broker.bootstrap])
         try:
-            offs = admin.list_group_offsets(self.group).get(self.group, {})
+            try:
+                offs = admin.list_group_offsets(self.group).get(self.group, {})
+            except KafkaError:  # the group's coordinator is not there yet
+                return 0
             mine = [o.offset for tp, o in offs.items() if tp.topic == self.prompts]
             return sum(o for o in mine if o > 0)
         finally:
