@@ -2,7 +2,7 @@
 PY ?= python3
 DEMO ?= out/demo
 
-.PHONY: install demo test lint rust-test py-test bench schema clean
+.PHONY: install demo test lint rust-test py-test bench schema clean kafka-up kafka-down service
 
 install:
 	$(PY) -m pip install --quiet -e ".[dev,kafka]"
@@ -13,6 +13,22 @@ demo: install
 	spanwatch replay $(DEMO)/events.jsonl --out $(DEMO)/alerts.jsonl
 	@echo "--- first alert, in full:"
 	@head -n 1 $(DEMO)/alerts.jsonl | $(PY) -m json.tool
+
+## A local Kafka 4.x broker on 127.0.0.1:19092 (jars from Maven Central).
+kafka-up:
+	bash scripts/kafka.sh setup
+	bash scripts/kafka.sh start
+	bash scripts/kafka.sh wait
+
+kafka-down:
+	bash scripts/kafka.sh stop
+
+## The streaming service on the local broker: demo traffic in, alerts out.
+service: install
+	spanwatch simulate --out $(DEMO)/events.jsonl
+	spanwatch fit-space $(DEMO)/events.jsonl --limit 5000 --out $(DEMO)/space.zip
+	spanwatch produce $(DEMO)/events.jsonl
+	spanwatch run --space $(DEMO)/space.zip --exit-when-idle 10
 
 ## Everything CI runs: Rust and Python lints, types, and all tests.
 test: install lint rust-test py-test

@@ -1,48 +1,100 @@
-//! MinHash signatures and LSH band keys.
+//! MinHash signatures by one permutation hashing (Li, Owen and Zhang, 2012)
+//! with rotation densification (Shrivastava and Li, 2014), and LSH band keys.
 //!
-//! Each permutation is a multiply-add-shift hash `(a * x + b) >> 32` of the
-//! shingle's 64-bit keyed hash, with `a` odd and both drawn from the key.
+//! Each shingle's keyed 64-bit hash picks one of `k` bins with its high half
+//! and competes for that bin's minimum with its low half: one hash per
+//! shingle instead of `k`. A raw signature (empty bins at `u32::MAX`) is the
+//! exact sketch of a set, so the elementwise minimum of two raw signatures is
+//! the raw signature of their union. Before two sets are compared, empty bins
+//! borrow a value from the nearest filled bin in a keyed direction, mixed with
+//! the distance, which keeps the Jaccard estimate consistent across sets.
 
 use crate::hash::{mix, Key};
 
-/// The permutation family of one store.
+/// Marks an empty bin in a raw signature.
+pub const EMPTY: u32 = u32::MAX;
+
+/// The bin layout of one store.
 #[derive(Clone, Debug)]
 pub struct MinHasher {
-    a: Vec<u64>,
-    b: Vec<u64>,
+    bins: usize,
+    /// Per bin: borrow from the right (true) or the left when empty.
+    right: Vec<bool>,
+    salt: u64,
 }
 
 impl MinHasher {
-    /// Draws `num_perm` permutations from the key.
+    /// `num_perm` bins, with densification directions drawn from the key.
     pub fn new(key: &Key, num_perm: usize) -> Self {
-        let a = (0..num_perm as u64)
-            .map(|i| key.hash_u64(b"perm-a", i) | 1)
+        let right = (0..num_perm as u64)
+            .map(|i| key.hash_u64(b"dens-dir", i) & 1 == 1)
             .collect();
-        let b = (0..num_perm as u64)
-            .map(|i| key.hash_u64(b"perm-b", i))
-            .collect();
-        MinHasher { a, b }
+        MinHasher {
+            bins: num_perm,
+            right,
+            salt: key.hash(b"dens-salt"),
+        }
     }
 
-    /// Number of permutations.
+    /// Number of bins (the signature length).
     pub fn num_perm(&self) -> usize {
-        self.a.len()
+        self.bins
     }
 
-    /// Writes the signature of a set of shingle hashes into `out`.
-    /// An empty set leaves every value at `u32::MAX`.
+    /// Writes the raw signature of a set of shingle hashes into `out`.
     pub fn signature(&self, shingles: &[u64], out: &mut [u32]) {
-        out.fill(u32::MAX);
+        out.fill(EMPTY);
+        let k = self.bins as u64;
         for &x in shingles {
-            for ((o, &a), &b) in out.iter_mut().zip(&self.a).zip(&self.b) {
-                let h = (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32;
-                *o = (*o).min(h);
+            let bin = (((x >> 32) * k) >> 32) as usize;
+            let v = (x as u32).min(EMPTY - 1);
+            let o = &mut out[bin];
+            *o = (*o).min(v);
+        }
+    }
+
+    /// Fills the empty bins of a raw signature. A set with no shingles stays
+    /// all empty.
+    pub fn densify(&self, raw: &[u32], out: &mut [u32]) {
+        out.copy_from_slice(raw);
+        let k = raw.len();
+        if raw.iter().all(|&v| v == EMPTY) || raw.iter().all(|&v| v != EMPTY) {
+            return;
+        }
+        // Nearest filled bin to the right and to the left of each bin, circular.
+        let mut next = vec![0usize; k];
+        let mut prev = vec![0usize; k];
+        let mut last = raw.iter().rposition(|&v| v != EMPTY).expect("a filled bin");
+        for i in 0..k {
+            if raw[i] != EMPTY {
+                last = i;
             }
+            prev[i] = last;
+        }
+        let mut first = raw.iter().position(|&v| v != EMPTY).expect("a filled bin");
+        for i in (0..k).rev() {
+            if raw[i] != EMPTY {
+                first = i;
+            }
+            next[i] = first;
+        }
+        for i in 0..k {
+            if raw[i] != EMPTY {
+                continue;
+            }
+            let (j, d) = if self.right[i] {
+                (next[i], (next[i] + k - i) % k)
+            } else {
+                (prev[i], (i + k - prev[i]) % k)
+            };
+            let h = mix(raw[j] as u64 | ((d as u64) << 32), self.salt);
+            out[i] = (h as u32).min(EMPTY - 1);
         }
     }
 }
 
-/// Share of equal positions: an unbiased estimate of the Jaccard index.
+/// Share of equal positions of two densified signatures: an estimate of
+/// the Jaccard index.
 pub fn jaccard(a: &[u32], b: &[u32]) -> f64 {
     if a.is_empty() {
         return 0.0;
@@ -68,14 +120,15 @@ mod tests {
 
     fn sig_of(set: &[u64]) -> Vec<u32> {
         let m = MinHasher::new(&Key::from_secret(b"m"), 256);
-        let mut out = vec![0; 256];
-        m.signature(set, &mut out);
+        let (mut raw, mut out) = (vec![0; 256], vec![0; 256]);
+        m.signature(set, &mut raw);
+        m.densify(&raw, &mut out);
         out
     }
 
     #[test]
     fn identical_sets_have_jaccard_one() {
-        let s: Vec<u64> = (0..50).map(|i| i * 7919).collect();
+        let s: Vec<u64> = (0..50).map(|i| mix(i, 9)).collect();
         assert_eq!(jaccard(&sig_of(&s), &sig_of(&s)), 1.0);
     }
 
@@ -87,8 +140,28 @@ mod tests {
     }
 
     #[test]
-    fn empty_set_stays_at_max() {
-        assert!(sig_of(&[]).iter().all(|&v| v == u32::MAX));
+    fn empty_set_stays_empty() {
+        assert!(sig_of(&[]).iter().all(|&v| v == EMPTY));
+    }
+
+    #[test]
+    fn densified_bins_are_all_filled() {
+        let s: Vec<u64> = (0..3).map(|i| mix(i, 4)).collect();
+        assert!(sig_of(&s).iter().all(|&v| v != EMPTY));
+    }
+
+    #[test]
+    fn min_of_raw_signatures_is_the_union() {
+        let m = MinHasher::new(&Key::from_secret(b"u"), 64);
+        let a: Vec<u64> = (0..30).map(|i| mix(i, 5)).collect();
+        let b: Vec<u64> = (20..70).map(|i| mix(i, 5)).collect();
+        let u: Vec<u64> = (0..70).map(|i| mix(i, 5)).collect();
+        let (mut ra, mut rb, mut ru) = (vec![0; 64], vec![0; 64], vec![0; 64]);
+        m.signature(&a, &mut ra);
+        m.signature(&b, &mut rb);
+        m.signature(&u, &mut ru);
+        let merged: Vec<u32> = ra.iter().zip(&rb).map(|(x, y)| *x.min(y)).collect();
+        assert_eq!(merged, ru);
     }
 
     #[test]
@@ -103,5 +176,23 @@ mod tests {
         assert_ne!(k1[1], k2[1]);
         assert_eq!(k1[2..], k2[2..]);
         assert!(k1.iter().all(|&k| k != 0));
+    }
+}
+
+#[cfg(test)]
+mod small_sets {
+    use super::*;
+
+    #[test]
+    fn two_different_single_shingles_do_not_match() {
+        let m = MinHasher::new(&Key::from_secret(b"m"), 128);
+        let (mut ra, mut rb, mut da, mut db) =
+            (vec![0; 128], vec![0; 128], vec![0; 128], vec![0; 128]);
+        m.signature(&[mix(1, 2)], &mut ra);
+        m.signature(&[mix(3, 4)], &mut rb);
+        m.densify(&ra, &mut da);
+        m.densify(&rb, &mut db);
+        eprintln!("{:?}\n{:?}", &da[..8], &db[..8]);
+        assert!(jaccard(&da, &db) < 0.1, "{}", jaccard(&da, &db));
     }
 }

@@ -3,6 +3,7 @@
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyString};
 
 use crate::config::SketchConfig;
@@ -37,11 +38,14 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// Strings of a Python list; text that is not valid Unicode (a lone
-/// surrogate) is an InputError naming the argument and position.
-fn texts(name: &str, items: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+/// Strings of a Python list, borrowed without copying; text that is not
+/// valid Unicode (a lone surrogate) is an InputError naming the argument and
+/// position.
+fn texts(name: &str, items: &Bound<'_, PyAny>) -> PyResult<Vec<PyBackedStr>> {
     if items.is_instance_of::<PyString>() {
-        return Err(InputError::new_err(format!("{name} must be a list of str, not a str")));
+        return Err(InputError::new_err(format!(
+            "{name} must be a list of str, not a str"
+        )));
     }
     let mut out = Vec::new();
     for (i, item) in items.try_iter()?.enumerate() {
@@ -49,10 +53,10 @@ fn texts(name: &str, items: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         let s = item
             .cast::<PyString>()
             .map_err(|_| InputError::new_err(format!("{name}[{i}] is not a str")))?;
-        let text = s.to_str().map_err(|_| {
+        let text = PyBackedStr::try_from(s.clone()).map_err(|_| {
             InputError::new_err(format!("{name}[{i}] is not valid Unicode (lone surrogate)"))
         })?;
-        out.push(text.to_owned());
+        out.push(text);
     }
     Ok(out)
 }
@@ -128,7 +132,8 @@ impl PySketchStore {
         let ts: Vec<f64> = ts.as_array().iter().copied().collect();
         let inner = &mut self.inner;
         let up = py.detach(|| {
-            let (ids, prompts) = (strs(&client_ids), strs(&prompts));
+            let ids: Vec<&str> = client_ids.iter().map(|s| &**s).collect();
+            let prompts: Vec<&str> = prompts.iter().map(|s| &**s).collect();
             inner.update(
                 &Batch {
                     client_ids: &ids,
@@ -204,6 +209,17 @@ impl PySketchStore {
     /// Stores a client's alert level (0-255) with its sketch.
     fn set_alert_level(&mut self, client_id: &str, level: u8) -> PyResult<()> {
         Ok(self.inner.set_alert_level(client_id, level)?)
+    }
+
+    /// Stores a client's sequential-test state with its sketch.
+    fn set_evidence(&mut self, client_id: &str, value: f64) -> PyResult<()> {
+        Ok(self.inner.set_evidence(client_id, value)?)
+    }
+
+    /// Sets the reference distribution over the histogram level's cells
+    /// that the `kl_ref` feature compares each client with.
+    fn set_reference(&mut self, probs: Vec<f64>) -> PyResult<()> {
+        Ok(self.inner.set_reference(&probs)?)
     }
 
     /// Drops a client; returns whether it was held.

@@ -27,6 +27,9 @@ pub struct ClientSketch {
     pub last_ts: f64,
     pub near_dups: u64,
     pub alert_level: u8,
+    /// State of the caller's sequential test (for example a CUSUM), kept
+    /// here so it is snapshotted and evicted with the client.
+    pub evidence: f64,
     pub recent_pos: u32,
     pub novelty: [f32; MAX_LEVELS],
     pub sig: Box<[u32]>,
@@ -45,6 +48,7 @@ impl ClientSketch {
             last_ts: f64::NEG_INFINITY,
             near_dups: 0,
             alert_level: 0,
+            evidence: 0.0,
             recent_pos: 0,
             novelty: [0.0; MAX_LEVELS],
             sig: vec![u32::MAX; cfg.num_perm].into_boxed_slice(),
@@ -76,10 +80,13 @@ impl ClientSketch {
         hll::add(&mut self.hll, cfg.hll_precision, d.prompt_hash);
 
         let b = cfg.band_count;
-        let near_dup = self
-            .recent
-            .chunks_exact(b)
-            .any(|slot| slot.iter().zip(d.bands).any(|(old, new)| old == new));
+        // Branchless, so the compiler vectorizes the scan of the whole ring.
+        let near_dup = self.recent.chunks_exact(b).fold(false, |acc, slot| {
+            acc | slot
+                .iter()
+                .zip(d.bands)
+                .fold(false, |a, (old, new)| a | (old == new))
+        });
         if near_dup {
             self.near_dups += 1;
         }
@@ -118,6 +125,7 @@ impl ClientSketch {
         self.last_ts = self.last_ts.max(other.last_ts);
         self.near_dups += other.near_dups;
         self.alert_level = self.alert_level.max(other.alert_level);
+        self.evidence = self.evidence.max(other.evidence);
         for (a, &b) in self.sig.iter_mut().zip(other.sig.iter()) {
             *a = (*a).min(b);
         }
@@ -143,6 +151,25 @@ impl ClientSketch {
                     .sum()
             })
             .collect()
+    }
+
+    /// KL divergence, in nats, of the client's cell histogram from a
+    /// reference distribution given as natural logs of its probabilities.
+    pub fn kl_from(&self, log_ref: &[f64]) -> f64 {
+        let total: f64 = self.hist.iter().map(|&c| c as f64).sum();
+        if total == 0.0 {
+            return 0.0;
+        }
+        self.hist
+            .iter()
+            .zip(log_ref)
+            .filter(|(&c, _)| c > 0)
+            .map(|(&c, &lq)| {
+                let p = c as f64 / total;
+                p * (p.ln() - lq)
+            })
+            .sum::<f64>()
+            .max(0.0)
     }
 
     /// Shannon entropy, in bits, of the cell histogram.
@@ -173,6 +200,9 @@ pub fn feature_names(cfg: &SketchConfig) -> Vec<String> {
         "near_dup_share",
         "entropy",
         "alert_level",
+        "evidence",
+        "kl_ref",
+        "singletons",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -187,7 +217,14 @@ pub fn feature_names(cfg: &SketchConfig) -> Vec<String> {
 
 /// Writes one row of features; `row` has `feature_names(cfg).len()` slots.
 /// A missing client (None) gives a row of zeros with NaN timestamps.
-pub fn features(cfg: &SketchConfig, offsets: &[usize], s: Option<&ClientSketch>, row: &mut [f64]) {
+/// `kl_ref` is NaN when no reference distribution is set.
+pub fn features(
+    cfg: &SketchConfig,
+    offsets: &[usize],
+    log_ref: Option<&[f64]>,
+    s: Option<&ClientSketch>,
+    row: &mut [f64],
+) {
     let Some(s) = s else {
         row.fill(0.0);
         row[1] = f64::NAN;
@@ -202,15 +239,18 @@ pub fn features(cfg: &SketchConfig, offsets: &[usize], s: Option<&ClientSketch>,
     row[4] = if n > 0.0 { s.near_dups as f64 / n } else { 0.0 };
     row[5] = s.entropy();
     row[6] = s.alert_level as f64;
+    row[7] = s.evidence;
+    row[8] = log_ref.map_or(f64::NAN, |r| s.kl_from(r));
+    row[9] = s.hist.iter().filter(|&&c| c == 1).count() as f64;
     for (i, (c, &l)) in s
         .cells(cfg, offsets)
         .into_iter()
         .zip(&cfg.levels)
         .enumerate()
     {
-        row[7 + 3 * i] = c as f64;
-        row[8 + 3 * i] = c as f64 / l as f64;
-        row[9 + 3 * i] = s.novelty[i] as f64;
+        row[10 + 3 * i] = c as f64;
+        row[11 + 3 * i] = c as f64 / l as f64;
+        row[12 + 3 * i] = s.novelty[i] as f64;
     }
 }
 
@@ -253,6 +293,27 @@ mod tests {
     }
 
     #[test]
+    fn kl_is_zero_for_the_reference_itself_and_grows_with_concentration() {
+        let cfg = SketchConfig {
+            levels: vec![4, 16],
+            hist_level: 0,
+            ..Default::default()
+        };
+        let off = cfg.level_offsets();
+        let log_ref = vec![(0.25f64).ln(); 4];
+        let sig = vec![1u32; cfg.num_perm];
+        let bands = vec![9u32; cfg.band_count];
+        let mut spread = ClientSketch::new(&cfg);
+        let mut narrow = ClientSketch::new(&cfg);
+        for c in 0..4u32 {
+            spread.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[c, c], 1.0));
+            narrow.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[0, 0], 1.0));
+        }
+        assert!(spread.kl_from(&log_ref).abs() < 1e-12);
+        assert!((narrow.kl_from(&log_ref) - 4f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
     fn ring_forgets_old_prompts() {
         let cfg = SketchConfig {
             recent_prompts: 2,
@@ -278,11 +339,12 @@ mod tests {
         let off = cfg.level_offsets();
         let names = feature_names(&cfg);
         let mut row = vec![0.0; names.len()];
-        features(&cfg, &off, None, &mut row);
+        features(&cfg, &off, None, None, &mut row);
         assert!(row[1].is_nan());
         let s = ClientSketch::new(&cfg);
-        features(&cfg, &off, Some(&s), &mut row);
-        assert_eq!(names[7], "cells_16");
+        features(&cfg, &off, None, Some(&s), &mut row);
+        assert!(row[8].is_nan());
+        assert_eq!(names[10], "cells_16");
         assert_eq!(names.last().unwrap(), "novelty_4096");
     }
 }

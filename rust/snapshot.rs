@@ -13,7 +13,7 @@ use crate::store::SketchStore;
 
 const MAGIC: &[u8; 8] = b"SPANWTCH";
 /// Snapshot format version this build writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 const KIND_STORE: u8 = 1;
 const KIND_CLIENT: u8 = 2;
 const HEADER: usize = 8 + 2 + 1 + 1 + 8 + 8;
@@ -133,6 +133,7 @@ fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize) {
     w.f64(s.last_ts);
     w.u64(s.near_dups);
     w.u8(s.alert_level);
+    w.f64(s.evidence);
     w.u32(s.recent_pos);
     for &n in &s.novelty[..levels] {
         w.0.extend_from_slice(&n.to_le_bytes());
@@ -165,6 +166,7 @@ fn read_sketch(r: &mut Reader, c: &SketchConfig) -> CoreResult<ClientSketch> {
     s.last_ts = r.f64()?;
     s.near_dups = r.u64()?;
     s.alert_level = r.u8()?;
+    s.evidence = r.f64()?;
     s.recent_pos = r.u32()?;
     for n in s.novelty[..c.levels.len()].iter_mut() {
         *n = f32::from_le_bytes(r.arr()?);
@@ -450,8 +452,8 @@ mod tests {
         );
         assert!(msg(store_from_bytes(&bytes, b"other")).contains("different secret key"));
         let mut v2 = bytes.clone();
-        v2[8] = 2;
-        assert!(msg(store_from_bytes(&v2, b"secret")).contains("version 2"));
+        v2[8] = 1;
+        assert!(msg(store_from_bytes(&v2, b"secret")).contains("version 1 is not supported"));
         let client = client_to_bytes(&filled(), "a").unwrap();
         assert!(
             msg(store_from_bytes(&client, b"secret")).contains("expected a snapshot of a store")

@@ -38,6 +38,8 @@ pub struct SketchStore {
     tail: u32,
     pub(crate) evictions: u64,
     pub(crate) max_ts: f64,
+    /// Natural logs of a reference distribution over the histogram level.
+    log_ref: Option<Vec<f64>>,
 }
 
 /// One batch of events, borrowed from the caller.
@@ -82,6 +84,7 @@ impl SketchStore {
             tail: NIL,
             evictions: 0,
             max_ts: f64::NEG_INFINITY,
+            log_ref: None,
         }
     }
 
@@ -306,11 +309,12 @@ impl SketchStore {
             .zip(b.prompts.par_iter())
             .with_min_len(32)
             .for_each_init(
-                || (Shingler::default(), Vec::new()),
-                |(sh, buf), (((sig, key_out), ph), prompt)| {
+                || (Shingler::default(), Vec::new(), vec![0u32; p]),
+                |(sh, buf, dense), (((sig, key_out), ph), prompt)| {
                     *ph = sh.shingles(key, prompt, k, buf);
                     hasher.signature(buf, sig);
-                    band_keys(sig, bands, rows, key_out);
+                    hasher.densify(sig, dense);
+                    band_keys(dense, bands, rows, key_out);
                 },
             );
 
@@ -346,7 +350,13 @@ impl SketchStore {
                 out.checkpoints.push(i);
                 let start = out.features.len();
                 out.features.resize(start + width, 0.0);
-                sketch::features(cfg, off, Some(&slot.sketch), &mut out.features[start..]);
+                sketch::features(
+                    cfg,
+                    off,
+                    self.log_ref.as_deref(),
+                    Some(&slot.sketch),
+                    &mut out.features[start..],
+                );
             }
             self.max_ts = self.max_ts.max(b.ts[i]);
         }
@@ -375,7 +385,13 @@ impl SketchStore {
         let width = self.feature_names().len();
         let mut out = vec![0.0; ids.len() * width];
         for (row, id) in out.chunks_exact_mut(width).zip(ids) {
-            sketch::features(&self.config, &self.offsets, self.get(id), row);
+            sketch::features(
+                &self.config,
+                &self.offsets,
+                self.log_ref.as_deref(),
+                self.get(id),
+                row,
+            );
         }
         out
     }
@@ -389,7 +405,13 @@ impl SketchStore {
             any = true;
         }
         let mut row = vec![0.0; self.feature_names().len()];
-        sketch::features(&self.config, &self.offsets, any.then_some(&acc), &mut row);
+        sketch::features(
+            &self.config,
+            &self.offsets,
+            self.log_ref.as_deref(),
+            any.then_some(&acc),
+            &mut row,
+        );
         row
     }
 
@@ -415,7 +437,11 @@ impl SketchStore {
         let sb = self
             .get(b)
             .ok_or_else(|| CoreError::UnknownClient(b.into()))?;
-        Ok(jaccard(&sa.sig, &sb.sig))
+        let p = self.config.num_perm;
+        let (mut da, mut db) = (vec![0u32; p], vec![0u32; p]);
+        self.hasher.densify(&sa.sig, &mut da);
+        self.hasher.densify(&sb.sig, &mut db);
+        Ok(jaccard(&da, &db))
     }
 
     /// Folds client `src` into client `dst` (created empty if absent).
@@ -426,6 +452,40 @@ impl SketchStore {
             .clone();
         let idx = self.touch_or_insert(dst);
         self.entry_mut(idx).sketch.merge(&from);
+        Ok(())
+    }
+
+    /// Sets the reference distribution (probabilities over the histogram
+    /// level's cells) that the `kl_ref` feature measures clients against.
+    pub fn set_reference(&mut self, probs: &[f64]) -> CoreResult<()> {
+        if probs.len() != self.config.hist_cells() {
+            return Err(CoreError::Input(format!(
+                "reference needs {} probabilities, got {}",
+                self.config.hist_cells(),
+                probs.len()
+            )));
+        }
+        if probs.iter().any(|p| !p.is_finite() || *p <= 0.0) {
+            return Err(CoreError::Input(
+                "reference probabilities must be finite and > 0".into(),
+            ));
+        }
+        let total: f64 = probs.iter().sum();
+        self.log_ref = Some(probs.iter().map(|p| (p / total).ln()).collect());
+        Ok(())
+    }
+
+    /// Sets a client's sequential-test state.
+    pub fn set_evidence(&mut self, id: &str, value: f64) -> CoreResult<()> {
+        if !value.is_finite() {
+            return Err(CoreError::Input(format!(
+                "evidence must be finite, got {value}"
+            )));
+        }
+        let idx = self
+            .find(id)
+            .ok_or_else(|| CoreError::UnknownClient(id.into()))?;
+        self.entry_mut(idx).sketch.evidence = value;
         Ok(())
     }
 
@@ -463,7 +523,9 @@ mod tests {
             max_clients,
             ..Default::default()
         };
-        SketchStore::new(cfg, b"test").unwrap()
+        let mut s = SketchStore::new(cfg, b"test").unwrap();
+        s.set_reference(&[1.0; 256]).unwrap();
+        s
     }
 
     fn feed(s: &mut SketchStore, events: &[(&str, &str, [i64; 3], f64)]) {
@@ -614,6 +676,17 @@ mod tests {
         ));
     }
 
+    fn whole_width() -> usize {
+        store(1).feature_names().len()
+    }
+
+    #[test]
+    fn reference_must_fit_the_histogram_level() {
+        let mut s = store(1);
+        assert!(s.set_reference(&[1.0; 3]).is_err());
+        assert!(s.set_reference(&[0.0; 256]).is_err());
+    }
+
     #[test]
     fn checkpoints_do_not_depend_on_batch_cuts() {
         let events: Vec<(String, String, [i64; 3], f64)> = (0..60)
@@ -650,7 +723,7 @@ mod tests {
             rows
         };
         let whole = run(60);
-        assert_eq!(whole.len(), 12 * 16);
+        assert_eq!(whole.len(), 12 * whole_width());
         assert_eq!(run(7), whole);
         assert_eq!(run(1), whole);
     }

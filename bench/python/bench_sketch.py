@@ -32,6 +32,7 @@ import contextlib
 import csv
 import ctypes
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -552,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--clients", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    want = [args.only] if args.only else ["minhash", "coverage", "memory"]
 
     if args.child:
         children = {
@@ -562,10 +564,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(children[args.child]()))
         return
 
+    if "minhash" in want and not DATA.is_dir():
+        sys.exit(f"no prompt datasets at {DATA} (see the shared data README)")
+    if "minhash" in want and importlib.util.find_spec("datasketch") is None:
+        sys.exit("the minhash benchmark needs datasketch: pip install -e '.[dev]'")
     print(machine_line())
     print(f"mode: {'quick' if args.quick else 'full'}; best of {REPS} after one warm-up")
     print(load_line())
-    want = [args.only] if args.only else ["minhash", "coverage", "memory"]
     if "minhash" in want:
         notes, rows = bench_minhash(sizes, args.quick)
         table(

@@ -182,8 +182,9 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings) -> int:
     events = read_events(src, rejects, cfg.max_prompt_bytes)
     det = Detector(cfg)
     buffered: list[Event] = []
-    if args.space:
-        det.use_space(Space.load(args.space))
+    space_file = args.space or cfg.space.path
+    if space_file:
+        det.use_space(Space.load(space_file))
     else:
         n_fit = cfg.space.fit_events
         for _, ev in events:
@@ -262,12 +263,16 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
+    import faulthandler
     import signal
 
     from spanwatch.space import Space
     from spanwatch.stream import Service
 
-    space = Space.load(args.space)
+    space_file = args.space or cfg.space.path
+    if not space_file:
+        raise SpanwatchError("run needs a space: --space FILE or space.path in the config")
+    space = Space.load(space_file)
     service = Service(cfg, space)
     if cfg.metrics_port:
         service.metrics.serve(cfg.metrics_port)
@@ -279,6 +284,8 @@ def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck service.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     k = cfg.kafka
     _say(
         f"spanwatch run: group {k.group_id!r} on {k.bootstrap_servers}, "
@@ -326,6 +333,212 @@ def cmd_produce(args: argparse.Namespace, cfg: Settings) -> int:
     dt = time.perf_counter() - t0
     _say(f"produced {sent} records to {k.prompts_topic!r} in {dt:.1f}s")
     return 0
+
+
+def _progress_factory(enabled: bool) -> Any:
+    bars: list[Any] = []
+
+    def make(desc: str, total: int) -> Any:
+        for b in bars:
+            b.close()
+        bar = _progress(total, desc, "it", enabled)
+        bars.append(bar)
+        return bar.update
+
+    return make
+
+
+def _embedder(cfg: Settings) -> Any:
+    from spanwatch.detector import Detector
+
+    return Detector(cfg).embedder
+
+
+def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
+    from spanwatch.evaluate import MIXES, SCENARIOS, evaluate, load_pool
+    from spanwatch.plots import plot_eval
+
+    benign, attack = load_pool(args.benign), load_pool(args.attack)
+    templates = load_pool(args.templates) if args.templates else None
+    _say(
+        f"benign pool: {len(benign.texts)} texts in {len(set(benign.groups))} groups; "
+        f"attack pool: {len(attack.texts)} texts in {len(set(attack.groups))} groups"
+    )
+    t0 = time.perf_counter()
+    res = evaluate(
+        benign,
+        attack,
+        _embedder(cfg),
+        cfg,
+        templates=templates,
+        stream_length=args.stream_length,
+        n_clients=args.clients,
+        n_calibration=args.calibration_clients,
+        n_attackers=args.attackers,
+        target_fpr=args.target_fpr,
+        seed=args.seed,
+        progress=_progress_factory(not args.no_progress),
+    )
+    r, d = res.report, res.details
+    out = Path(args.report)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+    (out / "details.json").write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")
+    plots = plot_eval(res, out)
+
+    def qtd(q: dict[str, float | None]) -> str:
+        if q["median"] is None:
+            return "-"
+        return f"{q['median']:.0f} / {q['p90']:.0f}"
+
+    print(
+        f"\nstream length {r['stream_length']}, {r['n_clients']} held-out benign clients, "
+        f"{d['attackers_per_scenario']} attackers per scenario, seed {d['seed']}"
+    )
+    print(
+        f"threshold {d['threshold']:.3f} (target FPR {d['target_fpr']:.2%}, calibrated on "
+        f"{d['calibration_clients']['reference']}+{d['calibration_clients']['threshold']} "
+        "other benign clients)\n"
+    )
+    print(f"{'clients':<22} {'alerted':>8} {'AUC':>6}  queries to detect (median / p90)")
+    print(f"{'benign (false pos.)':<22} {r['benign_fpr']:>8.2%} {'':>6}")
+    for k in SCENARIOS:
+        print(f"{k:<22} {r['tpr'][k]:>8.1%} {d['auc'][k]:>6.3f}  {qtd(r['queries_to_detect'][k])}")
+    for f in MIXES:
+        key = f"{f:.2f}"
+        auc = d["auc"][f"mixed_{key}"]
+        print(
+            f"{'mixed ' + key:<22} {r['mixed_tpr'][key]:>8.1%} {auc:>6.3f}  "
+            f"{qtd(d['mixed_queries_to_detect'][key])}"
+        )
+    print(f"{'population-like':<22} {d['population_like_alert_rate']:>8.1%}  (reported apart)")
+    _say(
+        f"\nreport in {out / 'report.json'}; plots: {', '.join(p.name for p in plots)}; "
+        f"{time.perf_counter() - t0:.0f}s"
+    )
+    return 0
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
+    import numpy as np
+
+    from spanwatch.calibrate import Signals, max_evidence
+    from spanwatch.detector import Detector
+    from spanwatch.evaluate import Stream, run_streams
+    from spanwatch.plots import plot_tune
+    from spanwatch.space import Space
+
+    src = Path(args.benign)
+    out = Path(args.out)
+    stem = out.with_suffix("")
+    rejects = RejectWriter(Path(f"{stem}.rejects.jsonl"))
+    events = _lenient_events(src, rejects, args.stream_length, args.clients, args.seed)
+    rejects.close()
+    clients = len({e.client_id for e in events})
+    _say(
+        f"{len(events)} benign events from {clients} clients"
+        + (f"; {rejects.count} bad lines in {rejects.path}" if rejects.count else "")
+    )
+    det = Detector(cfg)
+    given = args.space or cfg.space.path
+    if given:
+        space_file = Path(given)
+        det.use_space(Space.load(space_file))
+    else:
+        space_file = Path(f"{stem}.space.zip")
+        _say("fitting the input space on the benign events ...")
+        det.fit_space(events[: max(cfg.space.fit_events, 20000)]).save(space_file)
+    cal = det.calibrate(events, target_fpr=args.target_fpr)
+    cal_file = Path(f"{stem}.calibration.zip")
+    cal.save(cal_file)
+    # Peaks of every client against the final threshold, for the plot.
+    assert det.space is not None and det.store is not None
+    by: dict[str, list[int]] = {}
+    for i, e in enumerate(events):
+        by.setdefault(e.client_id, []).append(i)
+    cells = det.space.assign(det.embed(events))
+    streams = [Stream(c, "benign", np.array(ix)) for c, ix in sorted(by.items())]
+    rows = run_streams(det.space, cfg, streams, [e.prompt for e in events], cells)
+    sig = Signals(det.space, det.store.feature_names)
+    peaks = np.array([max_evidence(cal, sig, r) for r in rows])
+    png = plot_tune(peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"))
+    lines = [
+        f"# written by spanwatch tune from {src} ({clients} benign clients)",
+        f"# {(peaks >= cal.threshold).mean():.2%} of these clients reach the threshold "
+        f"(target {args.target_fpr:.2%}; half of them set it)",
+        "",
+        "[space]",
+        f"path = {_toml_value(str(space_file))}",
+        "",
+        "[scoring]",
+        f"calibration = {_toml_value(str(cal_file))}",
+        f"threshold = {cal.threshold!r}",
+        f"drift = {cal.drift!r}",
+        f"checkpoint_every = {cal.every}",
+        "",
+    ]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    print(
+        f"\ncalibrated on {clients} benign clients ({cal.clients_ref} reference, "
+        f"{cal.clients_threshold} threshold)"
+    )
+    print(f"  target false-positive rate  {args.target_fpr:.2%}")
+    print(f"  threshold (CUSUM)           {cal.threshold:.3f}   drift {cal.drift}")
+    print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
+    print(f"  signals                     {', '.join(cal.signals)}")
+    print(f"  space                       {space_file} (levels {det.space.levels})")
+    print(f"\nwrote {out}, {cal_file}, {png}")
+    print(f"use it with: spanwatch --config {out} replay EVENTS.jsonl  (or run)")
+    return 0
+
+
+def _lenient_events(
+    path: Path, rejects: RejectWriter, length: int, n_clients: int, seed: int
+) -> list[Event]:
+    """Benign traffic for tune: events as they are (real clients), or a
+    pool of {"text", "group"} records from which clients are drawn like
+    the eval's benign clients."""
+    import numpy as np
+
+    from spanwatch.evaluate import _benign
+
+    events: list[Event] = []
+    pool_texts: list[str] = []
+    pool_groups: dict[str, list[int]] = {}
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            raw = raw.strip()
+            if not raw:
+                continue
+            try:
+                data = json.loads(raw)
+                if isinstance(data, dict) and "text" in data and "group" in data:
+                    pool_groups.setdefault(str(data["group"]), []).append(len(pool_texts))
+                    pool_texts.append(str(data["text"]))
+                    continue
+                events.append(parse_event(raw))
+            except (EventError, ValueError) as e:
+                rejects.write(line_no, raw, getattr(e, "reason", str(e)))
+    if pool_texts:
+        rng = np.random.default_rng(seed)
+        for c in range(n_clients):
+            for pos, t in enumerate(_benign(rng, pool_groups, length)):
+                events.append(
+                    Event(client_id=f"pool-{c:04d}", prompt=pool_texts[int(t)], ts=float(pos))
+                )
+    if not events:
+        raise SpanwatchError(f"{path} holds no usable benign events or pool records")
+    return events
 
 
 def cmd_schema(args: argparse.Namespace, cfg: Settings) -> int:
@@ -382,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("run", help="the streaming service on Kafka")
-    s.add_argument("--space", required=True, help="space file from `spanwatch fit-space`")
+    s.add_argument("--space", help="space file (default: space.path from the config)")
     s.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
     s.add_argument("--group-id", help="overrides kafka.group_id")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
@@ -397,6 +610,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topic", help="overrides kafka.prompts_topic")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_produce)
+
+    s = sub.add_parser("eval", help="measure detection on labelled pools")
+    s.add_argument("--benign", required=True, help="benign pool: JSONL of {text, group}")
+    s.add_argument("--attack", required=True, help="attack pool: JSONL of {text, group}")
+    s.add_argument("--templates", help="pool whose groups are templates (template sweeper)")
+    s.add_argument("--stream-length", type=int, default=1500, help="queries per client")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--report", default="out/eval", help="folder for report.json and plots")
+    s.add_argument("--clients", type=int, default=400, help="held-out benign clients")
+    s.add_argument("--calibration-clients", type=int, default=400)
+    s.add_argument("--attackers", type=int, default=100, help="clients per attack scenario")
+    s.add_argument("--target-fpr", type=float, default=0.005)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("tune", help="calibrate thresholds on your benign traffic")
+    s.add_argument("--benign", required=True, help="your traffic: events, or {text, group} pool")
+    s.add_argument("--target-fpr", type=float, default=0.01)
+    s.add_argument("--out", required=True, help="config TOML to write")
+    s.add_argument("--space", help="space file (default: fit one on the benign traffic)")
+    s.add_argument("--stream-length", type=int, default=1500, help="for pool input")
+    s.add_argument("--clients", type=int, default=400, help="for pool input")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("schema", help="print the JSON Schema of alerts")
     s.add_argument("--out", help="write it to this file")

@@ -72,6 +72,7 @@ class EmbedSettings(_Section):
 class SpaceSettings(_Section):
     """How the map of the input space is fitted when none is given."""
 
+    path: str | None = Field(default=None, description="space file used by run and replay")
     fit_events: int = Field(default=5000, ge=32, description="events used to fit a space")
     min_points_per_cell: int = Field(default=4, ge=1)
     niter: int = Field(default=20, ge=1)
@@ -79,11 +80,23 @@ class SpaceSettings(_Section):
 
 
 class ScoringSettings(_Section):
-    """The coverage rule: observed cells against what population-like
-    sampling would cover with the same number of queries."""
+    """How checkpoints become alerts: the calibrated sequential test when a
+    calibration file is set, else the coverage rule (observed cells against
+    what population-like sampling would cover with the same queries)."""
 
     min_queries: int = Field(default=50, ge=1)
     checkpoint_every: int = Field(default=10, ge=1)
+    calibration: str | None = Field(
+        default=None, description="file from `spanwatch tune`; without it, the coverage rule"
+    )
+    threshold: float | None = Field(
+        default=None, gt=0.0, description="overrides the calibration file's threshold"
+    )
+    drift: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="CUSUM drift per checkpoint; default: calibrated on benign traffic",
+    )
     coverage_threshold: float = Field(default=0.85, gt=0.0)
     informative_share: float = Field(default=0.5, gt=0.0, le=1.0)
     severity_steps: tuple[float, float] = (0.92, 0.97)

@@ -13,10 +13,11 @@ import numpy.typing as npt
 from pydantic import BaseModel
 
 from spanwatch._core import SketchStore
-from spanwatch.alerts import Alert, Evidence, alert_id, utc
+from spanwatch.alerts import SEVERITIES, Alert, Evidence, Reason, alert_id, utc
+from spanwatch.calibrate import Calibration, Signals, fit_calibration
 from spanwatch.config import Settings, load_settings
 from spanwatch.embed import CachedEmbedder, Embedder, SentenceTransformerEmbedder
-from spanwatch.errors import EventError, SnapshotError, SpaceError
+from spanwatch.errors import ConfigError, EventError, SnapshotError, SpaceError
 from spanwatch.events import Event
 from spanwatch.scoring import RULE, CoverageScore, FeatureRow, score_coverage
 from spanwatch.space import Space
@@ -57,6 +58,10 @@ class Detector:
         self._embedder = embedder
         self.space: Space | None = None
         self.store: SketchStore | None = None
+        self.calibration: Calibration | None = None
+        self._signals: Signals | None = None
+        if self.config.scoring.calibration:
+            self.calibration = Calibration.load(self.config.scoring.calibration)
         if self.config.using_dev_secret:
             log.warning(
                 "no secret_key configured: using the built-in development key. "
@@ -94,6 +99,24 @@ class Detector:
             max_clients=s.max_clients,
             idle_ttl=s.idle_ttl,
         )
+        self.store.set_reference(space.freqs[hist_level].tolist())
+        self._signals = Signals(space, self.store.feature_names)
+        self._check_calibration()
+
+    def _check_calibration(self) -> None:
+        cal, space = self.calibration, self.space
+        if cal is None or space is None:
+            return
+        if list(cal.levels) != list(space.levels):
+            raise ConfigError(
+                f"the calibration was made on a space with levels {cal.levels}, "
+                f"this space has {space.levels}: calibrate again (spanwatch tune)"
+            )
+        if cal.every != self.config.scoring.checkpoint_every:
+            raise ConfigError(
+                f"the calibration used checkpoints every {cal.every} queries; "
+                f"scoring.checkpoint_every is {self.config.scoring.checkpoint_every}"
+            )
 
     def fit_space(self, events: Iterable[Event]) -> Space:
         """Fits the map of the input space on these events and starts afresh."""
@@ -172,6 +195,8 @@ class Detector:
         ts = np.array([e.ts for e in events], dtype=np.float64)
         every = self.config.scoring.checkpoint_every
         _, at, rows = store.update(ids, [e.prompt for e in events], cells, ts, every)
+        if self.calibration is not None:
+            return self._decide_sequential(events, at.tolist(), rows)
         names = store.feature_names
         alerts = []
         # A client may pass several checkpoints in one batch; its rows were
@@ -186,6 +211,137 @@ class Detector:
                 store.set_alert_level(ids[i], sc.severity_level)
                 alerts.append(self._alert(events[i], feats, sc))
         return alerts
+
+    @property
+    def threshold(self) -> float:
+        """The alarm threshold of the sequential test."""
+        assert self.calibration is not None
+        return self.config.scoring.threshold or self.calibration.threshold
+
+    def _severity(self, evidence: float) -> int:
+        """0 below the threshold, then low, medium, high at 1x, 2x, 4x of it."""
+        h = self.threshold
+        return 0 if evidence < h else 1 if evidence < 2 * h else 2 if evidence < 4 * h else 3
+
+    def _decide_sequential(
+        self, events: Sequence[Event], at: list[int], rows: npt.NDArray[np.float64]
+    ) -> list[Alert]:
+        cal, sig, store = self.calibration, self._signals, self.store
+        assert cal is not None and sig is not None and store is not None
+        if not at:
+            return []
+        names = store.feature_names
+        counts = rows[:, sig.col["count"]].astype(np.int64)
+        values = sig.matrix(rows)
+        z, p = cal.surprise(counts, values)
+        drift = self.config.scoring.drift if self.config.scoring.drift is not None else cal.drift
+        state: dict[str, tuple[float, int]] = {}
+        alerts = []
+        for j, i in enumerate(at):
+            cid = events[i].client_id
+            prev, level = state.get(cid, (float(rows[j, sig.col["evidence"]]), -1))
+            if level < 0:
+                level = int(rows[j, sig.col["alert_level"]])
+            evidence = max(0.0, prev + float(z[j]) - drift)
+            sev = self._severity(evidence)
+            if sev > level:
+                level = sev
+                feats = FeatureRow.from_array(names, rows[j])
+                why = [
+                    Reason(
+                        signal="sequential_evidence",
+                        value=round(evidence, 4),
+                        threshold=round(self.threshold, 4),
+                        detail="CUSUM of per-checkpoint surprise against calibrated benign clients",
+                    ),
+                    *cal.reasons(int(counts[j]), values[j], p[j]),
+                ]
+                alerts.append(self._sequential_alert(events[i], feats, evidence, sev, why))
+            state[cid] = (evidence, level)
+        for cid, (evidence, level) in state.items():
+            if cid in store:
+                store.set_evidence(cid, evidence)
+                store.set_alert_level(cid, level)
+        return alerts
+
+    def _evidence(self, f: FeatureRow) -> Evidence:
+        space = self.space
+        assert space is not None
+        n = f["count"]
+        expected = space.expected_cells(n) if n > 0 else np.zeros(len(space.levels))
+        return Evidence(
+            query_count=int(n),
+            coverage={str(lv): round(f[f"coverage_{lv}"], 6) for lv in space.levels},
+            cells={str(lv): int(f[f"cells_{lv}"]) for lv in space.levels},
+            expected_cells={
+                str(lv): round(float(e), 3) for lv, e in zip(space.levels, expected, strict=True)
+            },
+            near_duplicate_share=round(f["near_dup_share"], 4),
+            distinct_prompts=round(f["distinct_prompts"], 1),
+            first_seen=utc(f["first_ts"]),
+            last_seen=utc(f["last_ts"]),
+        )
+
+    def _sequential_alert(
+        self, ev: Event, f: FeatureRow, evidence: float, sev: int, reasons: list[Reason]
+    ) -> Alert:
+        severity = SEVERITIES[sev - 1]
+        n = int(f["count"])
+        return Alert(
+            alert_id=alert_id(ev.client_id, "sequential-v1", severity, n),
+            client_id=ev.client_id,
+            time=utc(ev.ts),
+            event_id=ev.event_id,
+            severity=severity,
+            score=round(evidence, 4),
+            threshold=round(self.threshold, 4),
+            reasons=reasons,
+            evidence=self._evidence(f),
+        )
+
+    def calibrate(
+        self,
+        benign_events: Iterable[Event],
+        *,
+        target_fpr: float = 0.01,
+        stream_length: int | None = None,
+    ) -> Calibration:
+        """Calibrates the sequential test on benign traffic only: clients are
+        split in two halves by a hash of their id, one for the reference
+        distributions, one for the threshold. Adopts and returns the result."""
+        from spanwatch.evaluate import Stream, run_streams
+
+        space, _ = self._require()
+        events = list(benign_events)
+        by_client: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            by_client.setdefault(e.client_id, []).append(i)
+        if stream_length:
+            by_client = {c: ix[:stream_length] for c, ix in by_client.items()}
+        cells = space.assign(self.embed(events))
+        streams = [
+            Stream(c, "benign", np.array(ix, dtype=np.int64)) for c, ix in sorted(by_client.items())
+        ]
+        rows = run_streams(space, self.config, streams, [e.prompt for e in events], cells)
+        import hashlib
+
+        def half(c: str) -> int:
+            return hashlib.sha256(c.encode()).digest()[0] & 1
+
+        ref = [r for s, r in zip(streams, rows, strict=True) if half(s.client) == 0]
+        thr = [r for s, r in zip(streams, rows, strict=True) if half(s.client) == 1]
+        assert self._signals is not None
+        cal = fit_calibration(
+            self._signals,
+            ref,
+            thr,
+            every=self.config.scoring.checkpoint_every,
+            target_fpr=target_fpr,
+            drift=self.config.scoring.drift,
+            stream_length=max((len(ix) for ix in by_client.values()), default=0),
+        )
+        self.calibration = cal
+        return cal
 
     def _alert(self, ev: Event, f: FeatureRow, sc: CoverageScore) -> Alert:
         assert sc.severity is not None
@@ -251,6 +407,8 @@ class Detector:
             raise SnapshotError(
                 f"snapshot levels {store.levels} do not match the space's {space.levels}"
             )
+        hist_level = min(self.config.sketch.hist_level, len(space.levels) - 1)
+        store.set_reference(space.freqs[hist_level].tolist())
         self.store = store
 
     def stats(self) -> dict[str, Any]:

@@ -94,11 +94,20 @@ def ensure_topics(k: KafkaSettings) -> None:
         admin.close()
 
 
-def _partition_count(admin: Any, topic: str) -> int:
-    for t in admin.describe_topics([topic]):
-        if t.get("name", t.get("topic")) == topic:
-            return len(t["partitions"])
-    raise SpanwatchError(f"topic {topic} not found")
+def _partition_count(admin: Any, topic: str, wait_s: float = 30.0) -> int:
+    """Partitions of a topic; a topic just created may show none for a
+    moment, so this waits for its metadata."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = [
+            t for t in admin.describe_topics([topic]) if t.get("name", t.get("topic")) == topic
+        ]
+        n = len(found[0]["partitions"]) if found else 0
+        if n > 0:
+            return n
+        if time.monotonic() > deadline:
+            raise SpanwatchError(f"topic {topic} has no partitions after {wait_s:.0f}s")
+        time.sleep(0.2)
 
 
 class Service:

@@ -22,8 +22,11 @@ proptest! {
         let a: Vec<u64> = (0..only_a + both).map(item).collect();
         let b: Vec<u64> = (only_a..only_a + both + only_b).map(item).collect();
         let (mut sa, mut sb) = (vec![0; num_perm], vec![0; num_perm]);
-        h.signature(&a, &mut sa);
-        h.signature(&b, &mut sb);
+        let (mut ra, mut rb) = (vec![0; num_perm], vec![0; num_perm]);
+        h.signature(&a, &mut ra);
+        h.signature(&b, &mut rb);
+        h.densify(&ra, &mut sa);
+        h.densify(&rb, &mut sb);
         let truth = both as f64 / (only_a + both + only_b) as f64;
         let sd = (truth * (1.0 - truth) / num_perm as f64).sqrt();
         let est = jaccard(&sa, &sb);

@@ -201,6 +201,7 @@ class Run:
 
     def __init__(self, topics: Topics, space: Path, log: Path, *args: str, **env: str) -> None:
         Run.started.append(self)
+        self.stopped = False
         self.log = log
         self._fh = log.open("ab")
         cmd = [sys.executable, "-m", "spanwatch.cli", "-v", "run", "--space", str(space), *args]
@@ -213,10 +214,12 @@ class Run:
             self._fh.close()
 
     def term(self) -> int:
+        self.stopped = True
         self.proc.send_signal(signal.SIGTERM)
         return self.wait(120)
 
     def kill(self) -> None:
+        self.stopped = True
         self.proc.kill()
         self.wait(30)
 
@@ -235,10 +238,21 @@ class Run:
 
 
 def wait_until(cond: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    """Waits for cond(); fails at once if a service process has died."""
     deadline = time.monotonic() + timeout
     while not cond():
+        for run in Run.started:
+            code = run.proc.poll()
+            if code is not None and code != -signal.SIGKILL and not run.stopped:
+                raise AssertionError(f"spanwatch run exited with {code}:\n{run.tail()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
+            tails = []
+            for run in Run.started:
+                if run.proc.poll() is None:
+                    run.proc.send_signal(signal.SIGUSR1)  # the service dumps its stacks
+            time.sleep(1.5)
+            tails = [f"--- {run.log.name}:\n{run.tail()}" for run in Run.started]
+            raise TimeoutError(f"timed out waiting for {what}\n" + "\n".join(tails))
         time.sleep(every)
 
 

@@ -27,6 +27,9 @@ FEATURE_NAMES = [
     "near_dup_share",
     "entropy",
     "alert_level",
+    "evidence",
+    "kl_ref",
+    "singletons",
     "cells_16",
     "coverage_16",
     "novelty_16",
@@ -65,8 +68,14 @@ def feed(
     return store.update(list(ids), list(prompts), cells_for(n, start), times, checkpoint_every)
 
 
-def new_store(**kwargs: object) -> SketchStore:
-    return SketchStore(secret=SECRET, **kwargs)  # type: ignore[arg-type]
+def new_store(reference: bool = False, **kwargs: object) -> SketchStore:
+    """A store; with `reference`, a uniform reference distribution, so every
+    feature (kl_ref included) is finite."""
+    s = SketchStore(secret=SECRET, **kwargs)  # type: ignore[arg-type]
+    if reference:
+        cells = s.levels[s.hist_level]
+        s.set_reference([1.0] * cells)
+    return s
 
 
 @pytest.fixture
@@ -98,6 +107,18 @@ def assert_same_state(a: SketchStore, b: SketchStore) -> None:
 
 
 # --- shape and features -----------------------------------------------------------------
+
+
+def test_kl_ref_is_nan_without_a_reference_and_zero_for_the_reference_itself() -> None:
+    s = new_store(reference=False, levels=[4, 16], hist_level=0)
+    cells = np.array([[c, c] for c in range(4)], dtype=np.int64)
+    s.update(["a"] * 4, ["w x y", "w z", "q r s t", "u"], cells, np.arange(4.0))
+    col = s.feature_names.index("kl_ref")
+    assert np.isnan(s.features(["a"])[0, col])
+    s.set_reference([0.25] * 4)
+    assert s.features(["a"])[0, col] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(InputError, match="needs 4 probabilities"):
+        s.set_reference([1.0] * 3)
 
 
 def test_update_returns_a_flag_per_event_and_no_checkpoints_by_default() -> None:
@@ -347,7 +368,7 @@ def test_idle_ttl_eviction_does_not_depend_on_batch_cuts() -> None:
     events = [("a", "p one", 0.0), ("b", "p two", 200.0), ("a", "p three", 201.0)]
 
     def run(cut: int) -> tuple[list[list[float]], list[float], int]:
-        s = new_store(idle_ttl=100.0)
+        s = new_store(reference=True, idle_ttl=100.0)
         rows: list[list[float]] = []
         for i in range(0, len(events), cut):
             chunk = events[i : i + cut]
@@ -437,8 +458,9 @@ def test_snapshot_of_empty_store_round_trips() -> None:
     assert back.client_ids() == []
 
 
-def test_snapshot_version_is_one() -> None:
-    assert snapshot_version() == 1
+def test_snapshot_version_is_two() -> None:
+    # 2 added each client's sequential-test state (evidence)
+    assert snapshot_version() == 2
 
 
 def test_restore_with_wrong_secret_raises_snapshot_error(store: SketchStore) -> None:

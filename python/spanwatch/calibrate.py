@@ -1,0 +1,349 @@
+"""Calibrated, sequential evidence: turns each checkpoint's sketch features
+into p-values against benign clients at the same query count, combines them
+into one surprise per checkpoint and accumulates it with a CUSUM. The alarm
+threshold is a conformal quantile of benign clients' whole-stream maximum, so
+the share of benign clients that ever alert is controlled.
+
+Calibration uses benign traffic only, split in two disjoint halves of
+clients: one gives the reference distributions, the other the threshold.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from spanwatch.alerts import Reason
+from spanwatch.errors import ConfigError
+from spanwatch.space import Space
+
+__all__ = [
+    "Calibration",
+    "Signals",
+    "cusum",
+    "fit_calibration",
+]
+
+F64 = npt.NDArray[np.float64]
+FORMAT = "spanwatch-calibration"
+VERSION = 1
+# Most reference values kept per signal and checkpoint.
+MAX_REF = 1024
+
+
+class Signals:
+    """The evidence each checkpoint row gives, as named columns. Direction:
+    "up" (only high values are suspicious), "two" (high or low)."""
+
+    def __init__(self, space: Space, feature_names: Sequence[str]) -> None:
+        self.space = space
+        self.col = {n: i for i, n in enumerate(feature_names)}
+        finest = space.levels[-1]
+        self.names = [f"coverage_{lv}" for lv in space.levels] + [
+            "divergence",
+            "singletons",
+            f"novelty_{finest}",
+            "near_duplicates",
+        ]
+        self.directions = ["up"] * len(space.levels) + ["two", "up", "up", "up"]
+        self._expected: dict[int, F64] = {}
+
+    def expected(self, n: int) -> F64:
+        if n not in self._expected:
+            self._expected[n] = self.space.expected_cells(n)
+        return self._expected[n]
+
+    def matrix(self, rows: F64) -> F64:
+        """(m, signals) from (m, features) checkpoint rows."""
+        rows = np.atleast_2d(rows)
+        counts = rows[:, self.col["count"]].astype(np.int64)
+        exp = np.stack([self.expected(int(n)) for n in counts]) if len(rows) else np.zeros((0, 1))
+        out = np.empty((len(rows), len(self.names)))
+        for j, lv in enumerate(self.space.levels):
+            out[:, j] = rows[:, self.col[f"cells_{lv}"]] / np.maximum(exp[:, j], 1e-9)
+        k = len(self.space.levels)
+        out[:, k] = np.log(rows[:, self.col["kl_ref"]] + 1e-3)
+        out[:, k + 1] = rows[:, self.col["singletons"]]
+        out[:, k + 2] = rows[:, self.col[f"novelty_{self.space.levels[-1]}"]]
+        out[:, k + 3] = rows[:, self.col["near_dup_share"]]
+        return out
+
+
+@dataclass
+class Calibration:
+    """Reference distributions per checkpoint and signal, and the CUSUM's
+    drift and threshold."""
+
+    every: int
+    signals: list[str]
+    directions: list[str]
+    levels: list[int]
+    tables: F64  # (checkpoints, signals, values), each row sorted, NaN-padded
+    sizes: npt.NDArray[np.int64]  # (checkpoints, signals) values in each row
+    scales: F64  # (checkpoints, signals) robust spread of the benign values
+    drift: float
+    threshold: float
+    target_fpr: float
+    stream_length: int
+    clients_ref: int
+    clients_threshold: int
+
+    def _index(self, counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        k = counts // self.every - 1
+        return np.clip(k, 0, len(self.tables) - 1)
+
+    def pvalues(self, counts: npt.NDArray[np.int64], values: F64) -> F64:
+        """Tail p-values, (m, signals): the smoothed empirical p inside the
+        benign range, and beyond it a normal tail on the robust spread of the
+        benign values, anchored at the extreme, so a value far outside what
+        any benign client did gets a p-value far below 1 / (N + 1)."""
+        idx = self._index(counts)
+        out = np.ones_like(values)
+        for j, direction in enumerate(self.directions):
+            for k in np.unique(idx):
+                sel = idx == k
+                size = int(self.sizes[k, j])
+                if size == 0:
+                    continue
+                ref = self.tables[k, j, :size]
+                scale = float(self.scales[k, j])
+                x = values[sel, j]
+                below = np.searchsorted(ref, x, side="right")  # ref <= x
+                above = size - np.searchsorted(ref, x, side="left")  # ref >= x
+                floor = 1.0 / (size + 1)
+                up = np.where(
+                    x > ref[-1], floor * 2 * _norm_sf((x - ref[-1]) / scale), (above + 1) * floor
+                )
+                if direction == "up":
+                    p = up
+                else:
+                    low = np.where(
+                        x < ref[0], floor * 2 * _norm_sf((ref[0] - x) / scale), (below + 1) * floor
+                    )
+                    p = np.minimum(1.0, 2 * np.minimum(low, up))
+                out[sel, j] = np.where(np.isnan(x), 1.0, np.maximum(p, 1e-300))
+        return out
+
+    def surprise(self, counts: npt.NDArray[np.int64], values: F64) -> tuple[F64, F64]:
+        """Per checkpoint, -ln of the Bonferroni-adjusted smallest p-value
+        (0 when nothing is unusual), and the p-values themselves."""
+        p = self.pvalues(counts, values)
+        m = p.shape[1]
+        z = -np.log(np.minimum(1.0, m * p.min(axis=1)))
+        return z, p
+
+    def bounds(self, count: int, j: int, tail: float = 0.01) -> tuple[float, float]:
+        """Benign values at the lower and upper `tail` of signal j at `count`."""
+        k = int(self._index(np.array([count]))[0])
+        ref = self.tables[k, j, : int(self.sizes[k, j])]
+        return float(np.quantile(ref, tail)), float(np.quantile(ref, 1 - tail))
+
+    def reasons(self, count: int, values: F64, p: F64, limit: int = 3) -> list[Reason]:
+        """The signals that stand out most at this checkpoint."""
+        out = []
+        for j in np.argsort(p)[:limit]:
+            if p[j] >= 0.05:
+                break
+            lo, hi = self.bounds(count, int(j))
+            high = values[j] >= hi or self.directions[j] == "up"
+            out.append(
+                Reason(
+                    signal=self.signals[j],
+                    value=round(float(values[j]), 4),
+                    threshold=round(hi if high else lo, 4),
+                    detail=(
+                        f"{'above' if high else 'below'} 99% of benign clients at "
+                        f"{count} queries (p={p[j]:.4f})"
+                    ),
+                )
+            )
+        return out
+
+    # -------------------------------------------------------------- files
+
+    def save(self, path: str | Path) -> None:
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "every": self.every,
+            "signals": self.signals,
+            "directions": self.directions,
+            "levels": self.levels,
+            "drift": self.drift,
+            "threshold": self.threshold,
+            "target_fpr": self.target_fpr,
+            "stream_length": self.stream_length,
+            "clients_ref": self.clients_ref,
+            "clients_threshold": self.clients_threshold,
+        }
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("meta.json", json.dumps(meta, indent=1))
+            arrays = (
+                ("tables.npy", self.tables),
+                ("sizes.npy", self.sizes),
+                ("scales.npy", self.scales),
+            )
+            for name, arr in arrays:
+                buf = io.BytesIO()
+                np.save(buf, arr, allow_pickle=False)
+                z.writestr(f"{name}.npy", buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        try:
+            with zipfile.ZipFile(path) as z:
+                meta: dict[str, Any] = json.loads(z.read("meta.json"))
+                tables = np.load(io.BytesIO(z.read("tables.npy")), allow_pickle=False)
+                sizes = np.load(io.BytesIO(z.read("sizes.npy")), allow_pickle=False)
+                scales = np.load(io.BytesIO(z.read("scales.npy")), allow_pickle=False)
+            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+                raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
+            return cls(
+                every=int(meta["every"]),
+                signals=list(meta["signals"]),
+                directions=list(meta["directions"]),
+                levels=list(meta["levels"]),
+                tables=tables,
+                sizes=sizes,
+                scales=scales,
+                drift=float(meta["drift"]),
+                threshold=float(meta["threshold"]),
+                target_fpr=float(meta["target_fpr"]),
+                stream_length=int(meta["stream_length"]),
+                clients_ref=int(meta["clients_ref"]),
+                clients_threshold=int(meta["clients_threshold"]),
+            )
+        except FileNotFoundError:
+            raise ConfigError(f"calibration file not found: {path}") from None
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as e:
+            raise ConfigError(f"{path} is not a readable calibration file: {e}") from None
+
+
+def _norm_sf(z: F64) -> F64:
+    """Upper tail of the standard normal."""
+    from scipy.special import ndtr  # type: ignore[import-untyped,unused-ignore]
+
+    return np.asarray(ndtr(-z), dtype=np.float64)
+
+
+def _spread(col: F64) -> float:
+    """A robust scale: the larger of the MAD and the 5-95% range, in normal
+    units, never zero."""
+    if not len(col):
+        return 1.0
+    med = float(np.median(col))
+    mad = 1.4826 * float(np.median(np.abs(col - med)))
+    q05, q95 = np.quantile(col, [0.05, 0.95])
+    wide = float(q95 - q05) / 3.29
+    return max(mad, wide, 1e-3 * max(1.0, abs(med)), 1e-3)
+
+
+def cusum(z: F64, drift: float, start: float = 0.0) -> F64:
+    """S_t = max(0, S_{t-1} + z_t - drift), for one client's checkpoints."""
+    out = np.empty(len(z))
+    s = start
+    for i, v in enumerate(z):
+        s = max(0.0, s + float(v) - drift)
+        out[i] = s
+    return out
+
+
+def fit_calibration(
+    signals: Signals,
+    ref_rows: Sequence[F64],
+    thr_rows: Sequence[F64],
+    *,
+    every: int,
+    target_fpr: float,
+    drift: float | None = None,
+    drift_quantile: float = 0.95,
+    stream_length: int = 0,
+) -> Calibration:
+    """Reference tables from `ref_rows` (one array of checkpoint rows per
+    benign client), then the threshold from the other clients in `thr_rows`:
+    the conformal (1 - target_fpr) quantile of their whole-stream maximum.
+    Without a `drift`, the CUSUM's drift is the `drift_quantile` of the
+    benign reference clients' per-checkpoint surprise, so ordinary
+    fluctuations do not accumulate."""
+    if not 0 < target_fpr < 1:
+        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    if len(ref_rows) < 10 or len(thr_rows) < 10:
+        raise ConfigError("calibration needs at least 20 benign clients (10 per split)")
+    count_col = signals.col["count"]
+    k_max = max(int(r[-1, count_col]) // every for r in ref_rows if len(r))
+    if k_max < 1:
+        raise ConfigError(f"benign clients must reach {every} queries to calibrate")
+    per_k: list[list[F64]] = [[] for _ in range(k_max)]
+    for rows in ref_rows:
+        if not len(rows):
+            continue
+        vals = signals.matrix(rows)
+        for row, v in zip(rows, vals, strict=True):
+            per_k[int(row[count_col]) // every - 1].append(v)
+    m = len(signals.names)
+    width = min(MAX_REF, max(len(v) for v in per_k))
+    tables = np.full((k_max, m, width), np.nan)
+    sizes = np.zeros((k_max, m), dtype=np.int64)
+    scales = np.ones((k_max, m))
+    last: F64 | None = None
+    for k, at_k in enumerate(per_k):
+        arr = np.array(at_k) if at_k else last
+        if arr is None:
+            continue
+        last = arr
+        for j in range(m):
+            col = np.sort(arr[:, j][~np.isnan(arr[:, j])])
+            scales[k, j] = _spread(col)
+            if len(col) > width:
+                col = col[np.linspace(0, len(col) - 1, width).round().astype(int)]
+            tables[k, j, : len(col)] = col
+            sizes[k, j] = len(col)
+    for k in range(k_max - 2, -1, -1):  # leading checkpoints nobody reached
+        if sizes[k].sum() == 0:
+            tables[k], sizes[k], scales[k] = tables[k + 1], sizes[k + 1], scales[k + 1]
+    cal = Calibration(
+        every=every,
+        signals=list(signals.names),
+        directions=list(signals.directions),
+        levels=list(signals.space.levels),
+        tables=tables,
+        sizes=sizes,
+        scales=scales,
+        drift=drift if drift is not None else 0.0,
+        threshold=math.inf,
+        target_fpr=target_fpr,
+        stream_length=stream_length,
+        clients_ref=len(ref_rows),
+        clients_threshold=len(thr_rows),
+    )
+    if drift is None:
+        zs = [
+            cal.surprise(r[:, count_col].astype(np.int64), signals.matrix(r))[0] for r in ref_rows
+        ]
+        cal.drift = float(np.quantile(np.concatenate(zs), drift_quantile))
+    peaks = np.sort(np.array([max_evidence(cal, signals, rows) for rows in thr_rows]))
+    n = len(peaks)
+    rank = math.ceil((n + 1) * (1 - target_fpr))
+    # Split conformal: with fewer clients than 1/target_fpr the guarantee
+    # needs a threshold above every calibration peak.
+    cal.threshold = float(peaks[rank - 1]) if rank <= n else float(peaks[-1]) * 1.05 + 1e-6
+    cal.threshold = max(cal.threshold, 1e-6)
+    return cal
+
+
+def max_evidence(cal: Calibration, signals: Signals, rows: F64) -> float:
+    """The highest CUSUM value over one client's checkpoint rows."""
+    if not len(rows):
+        return 0.0
+    counts = rows[:, signals.col["count"]].astype(np.int64)
+    z, _ = cal.surprise(counts, signals.matrix(rows))
+    return float(cusum(z, cal.drift).max())

@@ -1,0 +1,420 @@
+"""`spanwatch eval`: honest measurement of the detector on labelled pools.
+
+Benign clients draw from one to three groups of the benign pool. The pool is
+split per group into a calibration half and a held-out half: calibration
+(reference distributions and threshold) sees only the first, every reported
+number comes from the second. Attack scenarios:
+
+- harvester: uniform over all groups of the attack pool;
+- sweeper: uniform over all groups of the benign pool (benign style);
+- template_sweeper: uniform over the groups of the templates pool (or, without
+  one, of the attack pool), each group being one template;
+- random_words: word sequences drawn from the pools' vocabulary;
+- mixed: a benign client with a share f of harvester queries interleaved.
+
+Population-like clients (sampling the whole held-out benign pool as it is)
+are reported apart, not as false positives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from spanwatch._core import SketchStore
+from spanwatch.calibrate import Calibration, Signals, cusum, fit_calibration
+from spanwatch.config import Settings
+from spanwatch.embed import Embedder
+from spanwatch.errors import ConfigError
+from spanwatch.space import Space
+
+__all__ = ["MIXES", "SCENARIOS", "EvalResult", "Pool", "evaluate", "load_pool", "run_streams"]
+
+log = logging.getLogger("spanwatch.evaluate")
+
+SCENARIOS = ("harvester", "sweeper", "template_sweeper", "random_words")
+MIXES = (0.05, 0.10, 0.25, 0.50)
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Pool:
+    """Texts with a group each."""
+
+    texts: list[str]
+    groups: list[str]
+
+    def by_group(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            out.setdefault(g, []).append(i)
+        return out
+
+
+def load_pool(path: str | Path) -> Pool:
+    """A JSONL pool of {"text": ..., "group": ...} records. Any bad line is a
+    ConfigError naming the file and line."""
+    texts, groups = [], []
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"pool file not found: {p}")
+    with p.open("rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                text, group = rec["text"], rec["group"]
+                if not isinstance(text, str) or not isinstance(group, str) or not text.strip():
+                    raise TypeError("text and group must be non-empty strings")
+            except (ValueError, KeyError, TypeError) as e:
+                raise ConfigError(f"{p}, line {n}: not a pool record ({e})") from None
+            texts.append(text)
+            groups.append(group)
+    if not texts:
+        raise ConfigError(f"{p} holds no records")
+    return Pool(texts, groups)
+
+
+@dataclass
+class Stream:
+    client: str
+    kind: str
+    texts: I64  # indices into the global text table
+    attack: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+@dataclass
+class EvalResult:
+    report: dict[str, Any]
+    details: dict[str, Any]
+    peaks: dict[str, F64]  # kind -> max evidence per client
+    first: dict[str, F64]  # kind -> queries to first alert (nan = never)
+    curves: dict[str, F64]  # kind -> (clients, checkpoints) coarse coverage efficiency
+    every: int
+    threshold: float
+
+
+# ------------------------------------------------------------------ streams
+
+
+class TextTable:
+    """All texts of a run, deduplicated, with their embeddings and cells."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def add(self, texts: Sequence[str]) -> I64:
+        out = np.empty(len(texts), dtype=np.int64)
+        for i, t in enumerate(texts):
+            j = self._index.get(t)
+            if j is None:
+                j = self._index[t] = len(self.texts)
+                self.texts.append(t)
+            out[i] = j
+        return out
+
+
+def _split(
+    pool: Pool, rng: np.random.Generator
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    cal, test = {}, {}
+    for g, idx in sorted(pool.by_group().items()):
+        if len(idx) < 2:
+            continue
+        perm = rng.permutation(idx).tolist()
+        half = len(perm) // 2
+        cal[g], test[g] = perm[:half], perm[half:]
+    if len(cal) < 3:
+        raise ConfigError("the benign pool needs at least 3 groups with 2 or more texts")
+    return cal, test
+
+
+def _benign(rng: np.random.Generator, groups: dict[str, list[int]], length: int) -> I64:
+    names = sorted(groups)
+    k = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+    chosen = rng.choice(len(names), size=min(k, len(names)), replace=False)
+    weights = rng.dirichlet(np.ones(len(chosen)) * 2.0)
+    picks = rng.choice(len(chosen), size=length, p=weights)
+    return np.array([rng.choice(groups[names[chosen[c]]]) for c in picks], dtype=np.int64)
+
+
+def _uniform_groups(rng: np.random.Generator, groups: dict[str, list[int]], length: int) -> I64:
+    names = sorted(groups)
+    g = rng.integers(0, len(names), size=length)
+    return np.array([rng.choice(groups[names[i]]) for i in g], dtype=np.int64)
+
+
+def _random_words(rng: np.random.Generator, vocab: list[str], n: int) -> list[str]:
+    lengths = rng.integers(4, 21, size=n)
+    return [" ".join(rng.choice(vocab, size=int(k))) for k in lengths]
+
+
+def _vocab(texts: Sequence[str], size: int = 20000) -> list[str]:
+    counts: dict[str, int] = {}
+    for t in texts:
+        for w in t.lower().split():
+            w = w.strip(".,;:!?\"'()[]{}")
+            if w.isalpha() and len(w) < 20:
+                counts[w] = counts.get(w, 0) + 1
+    return [w for w, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:size]]
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_streams(
+    space: Space,
+    settings: Settings,
+    streams: Sequence[Stream],
+    texts: Sequence[str],
+    cells: I64,
+    *,
+    batch: int = 8192,
+    progress: Progress | None = None,
+) -> list[F64]:
+    """Feeds the streams, interleaved, through a real SketchStore and returns
+    each stream's checkpoint feature rows in order."""
+    s = settings.sketch
+    store = SketchStore(
+        secret=settings.secret_bytes(),
+        levels=space.levels,
+        hist_level=min(s.hist_level, len(space.levels) - 1),
+        num_perm=s.num_perm,
+        shingle_size=s.shingle_size,
+        hll_precision=s.hll_precision,
+        band_count=s.band_count,
+        band_rows=s.band_rows,
+        recent_prompts=s.recent_prompts,
+        max_clients=len(streams) + 1,
+    )
+    store.set_reference(space.freqs[min(s.hist_level, len(space.levels) - 1)].tolist())
+    every = settings.scoring.checkpoint_every
+    lengths = np.array([len(st.texts) for st in streams])
+    order_pos, order_stream = [], []
+    for pos in range(int(lengths.max(initial=0))):
+        live = np.flatnonzero(lengths > pos)
+        order_pos.append(np.full(len(live), pos))
+        order_stream.append(live)
+    pos_all = np.concatenate(order_pos) if order_pos else np.zeros(0, dtype=np.int64)
+    str_all = np.concatenate(order_stream) if order_stream else np.zeros(0, dtype=np.int64)
+    ids = [st.client for st in streams]
+    rows: list[list[F64]] = [[] for _ in streams]
+    for start in range(0, len(pos_all), batch):
+        ps, ss = pos_all[start : start + batch], str_all[start : start + batch]
+        tix = np.array([streams[j].texts[p] for j, p in zip(ss, ps, strict=True)], dtype=np.int64)
+        _, at, feats = store.update(
+            [ids[j] for j in ss],
+            [texts[t] for t in tix],
+            cells[tix],
+            ps.astype(np.float64),
+            every,
+        )
+        for i, row in zip(at.tolist(), feats, strict=True):
+            rows[ss[i]].append(row)
+        if progress is not None:
+            progress(len(ps))
+    width = len(store.feature_names)
+    return [np.array(r) if r else np.zeros((0, width)) for r in rows]
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def _first_alert(cal: Calibration, signals: Signals, rows: F64) -> tuple[float, float, F64]:
+    """(peak evidence, queries at first alert or nan, coarse coverage curve)."""
+    if not len(rows):
+        return 0.0, float("nan"), np.zeros(0)
+    counts = rows[:, signals.col["count"]].astype(np.int64)
+    values = signals.matrix(rows)
+    z, _ = cal.surprise(counts, values)
+    s = cusum(z, cal.drift)
+    hit = np.flatnonzero(s >= cal.threshold)
+    first = float(counts[hit[0]]) if len(hit) else float("nan")
+    return float(s.max()), first, values[:, 0]
+
+
+def _qtd(first: F64) -> dict[str, float | None]:
+    hit = first[~np.isnan(first)]
+    if not len(hit):
+        return {"median": None, "p90": None}
+    return {"median": float(np.median(hit)), "p90": float(np.percentile(hit, 90))}
+
+
+def _auc(neg: F64, pos: F64) -> float:
+    if not len(neg) or not len(pos):
+        return float("nan")
+    both = np.concatenate([neg, pos])
+    ranks = both.argsort().argsort().astype(float) + 1
+    # average ranks of ties
+    _, inv, cnt = np.unique(both, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=ranks)
+    ranks = (sums / cnt)[inv]
+    r_pos = ranks[len(neg) :].sum()
+    return float((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos)))
+
+
+# ------------------------------------------------------------------ the run
+
+
+def evaluate(
+    benign: Pool,
+    attack: Pool,
+    embedder: Embedder,
+    settings: Settings,
+    *,
+    templates: Pool | None = None,
+    stream_length: int = 1500,
+    n_clients: int = 400,
+    n_calibration: int = 400,
+    n_attackers: int = 100,
+    target_fpr: float = 0.005,
+    seed: int = 0,
+    space: Space | None = None,
+    progress: Callable[[str, int], Progress] | None = None,
+) -> EvalResult:
+    """Builds every stream, calibrates on the calibration half of the benign
+    pool, and measures on the held-out half."""
+    rng = np.random.default_rng(seed)
+    table = TextTable()
+    b_idx = table.add(benign.texts)
+    a_idx = table.add(attack.texts)
+    t_pool = templates or attack
+    t_idx = table.add(t_pool.texts) if templates is not None else a_idx
+    cal_groups, test_groups = _split(benign, rng)
+
+    def remap(groups: dict[str, list[int]], idx: I64) -> dict[str, list[int]]:
+        return {g: [int(idx[i]) for i in members] for g, members in groups.items()}
+
+    cal_g, test_g = remap(cal_groups, b_idx), remap(test_groups, b_idx)
+    attack_g = remap(attack.by_group(), a_idx)
+    template_g = remap(t_pool.by_group(), t_idx)
+    vocab = _vocab(benign.texts + attack.texts)
+    n_words = min(n_attackers * stream_length, 4000)
+    word_idx = table.add(_random_words(rng, vocab, n_words))
+    test_all = [i for g in sorted(test_g) for i in test_g[g]]
+    L = stream_length
+
+    streams: list[Stream] = []
+    for i in range(n_calibration):
+        streams.append(Stream(f"cal-{i:04d}", "calibration", _benign(rng, cal_g, L)))
+    for i in range(n_clients):
+        streams.append(Stream(f"benign-{i:04d}", "benign", _benign(rng, test_g, L)))
+    for i in range(n_attackers):
+        streams.append(Stream(f"harv-{i:03d}", "harvester", _uniform_groups(rng, attack_g, L)))
+        streams.append(Stream(f"sweep-{i:03d}", "sweeper", _uniform_groups(rng, test_g, L)))
+        streams.append(
+            Stream(f"tmpl-{i:03d}", "template_sweeper", _uniform_groups(rng, template_g, L))
+        )
+        streams.append(Stream(f"rand-{i:03d}", "random_words", rng.choice(word_idx, size=L)))
+        pop = np.array(rng.choice(test_all, size=L), dtype=np.int64)
+        streams.append(Stream(f"pop-{i:03d}", "population_like", pop))
+        for f in MIXES:
+            base = _benign(rng, test_g, L)
+            k = round(f * L)
+            where = rng.choice(L, size=k, replace=False)
+            base[where] = _uniform_groups(rng, attack_g, k)
+            mask = np.zeros(L, dtype=bool)
+            mask[where] = True
+            streams.append(Stream(f"mix{f:.2f}-{i:03d}", f"mixed_{f:.2f}", base, mask))
+
+    # Embed every distinct text once; the space is fitted on the calibration
+    # half of the benign pool only.
+    texts = table.texts
+    bar = progress("embed", len(texts)) if progress else None
+    emb = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    for start in range(0, len(texts), 2048):
+        chunk = texts[start : start + 2048]
+        emb[start : start + len(chunk)] = embedder.embed(chunk)
+        if bar:
+            bar(len(chunk))
+    if space is None:
+        cal_texts = sorted({i for members in cal_g.values() for i in members})
+        sp = settings.space
+        space = Space.fit(
+            emb[cal_texts],
+            levels=settings.sketch.levels,
+            seed=sp.seed,
+            niter=sp.niter,
+            min_points_per_cell=sp.min_points_per_cell,
+            model_id=embedder.model_id,
+        )
+    cells = space.assign(emb)
+
+    total = sum(len(s.texts) for s in streams)
+    bar = progress("sketch", total) if progress else None
+    rows = run_streams(space, settings, streams, texts, cells, progress=bar)
+    names = SketchStore(levels=space.levels).feature_names
+    signals = Signals(space, names)
+
+    cal_rows = [r for s, r in zip(streams, rows, strict=True) if s.kind == "calibration"]
+    half = len(cal_rows) // 2
+    every = settings.scoring.checkpoint_every
+    cal = fit_calibration(
+        signals,
+        cal_rows[:half],
+        cal_rows[half:],
+        every=every,
+        target_fpr=target_fpr,
+        drift=settings.scoring.drift,
+        stream_length=L,
+    )
+
+    peaks: dict[str, list[float]] = {}
+    first: dict[str, list[float]] = {}
+    curves: dict[str, list[F64]] = {}
+    for s, r in zip(streams, rows, strict=True):
+        if s.kind == "calibration":
+            continue
+        pk, ft, cv = _first_alert(cal, signals, r)
+        peaks.setdefault(s.kind, []).append(pk)
+        first.setdefault(s.kind, []).append(ft)
+        curves.setdefault(s.kind, []).append(cv)
+    pk_arr = {k: np.array(v) for k, v in peaks.items()}
+    ft_arr = {k: np.array(v) for k, v in first.items()}
+
+    def rate(kind: str) -> float:
+        return float(np.mean(~np.isnan(ft_arr[kind])))
+
+    report: dict[str, Any] = {
+        "benign_fpr": rate("benign"),
+        "tpr": {k: rate(k) for k in SCENARIOS},
+        "mixed_tpr": {f"{f:.2f}": rate(f"mixed_{f:.2f}") for f in MIXES},
+        "queries_to_detect": {k: _qtd(ft_arr[k]) for k in SCENARIOS},
+        "stream_length": L,
+        "n_clients": n_clients,
+    }
+    details = {
+        "population_like_alert_rate": rate("population_like"),
+        "mixed_queries_to_detect": {f"{f:.2f}": _qtd(ft_arr[f"mixed_{f:.2f}"]) for f in MIXES},
+        "auc": {
+            k: _auc(pk_arr["benign"], pk_arr[k])
+            for k in (*SCENARIOS, *(f"mixed_{f:.2f}" for f in MIXES))
+        },
+        "threshold": cal.threshold,
+        "drift": cal.drift,
+        "target_fpr": target_fpr,
+        "calibration_clients": {"reference": cal.clients_ref, "threshold": cal.clients_threshold},
+        "attackers_per_scenario": n_attackers,
+        "space_levels": space.levels,
+        "signals": cal.signals,
+        "seed": seed,
+        "texts": len(texts),
+        "benign_groups": {"calibration": len(cal_g), "held_out": len(test_g)},
+    }
+    width = max((len(c) for cs in curves.values() for c in cs), default=0)
+    curve_arr = {
+        k: np.array([np.pad(c, (0, width - len(c)), constant_values=np.nan) for c in cs])
+        for k, cs in curves.items()
+    }
+    return EvalResult(report, details, pk_arr, ft_arr, curve_arr, every, cal.threshold)
