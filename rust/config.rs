@@ -145,9 +145,14 @@ impl SketchConfig {
         self.levels[self.hist_level] as usize
     }
 
+    /// Keys kept per recent prompt: its band keys and its whole-prompt key.
+    pub fn keys_per_prompt(&self) -> usize {
+        self.band_count + 1
+    }
+
     /// Slots of the recent band-key ring.
     pub fn recent_slots(&self) -> usize {
-        self.recent_prompts * self.band_count
+        self.recent_prompts * self.keys_per_prompt()
     }
 }
 

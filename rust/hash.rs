@@ -2,11 +2,20 @@
 //! key derived from the operator's secret: an attacker who cannot predict the
 //! hashes cannot craft prompts that dodge the MinHash minima or the bands.
 
-/// A 128-bit SipHash key derived from an arbitrary secret.
+/// A 128-bit SipHash key derived from an arbitrary secret, and the two keys
+/// of the fast word hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key {
     k0: u64,
     k1: u64,
+    w0: u64,
+    w1: u64,
+}
+
+#[inline(always)]
+fn folded(a: u64, b: u64) -> u64 {
+    let p = (a as u128) * (b as u128);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 #[inline(always)]
@@ -30,14 +39,26 @@ fn sipround(v: &mut [u64; 4]) {
 impl Key {
     /// Derives the key from secret bytes (any length, empty allowed).
     pub fn from_secret(secret: &[u8]) -> Self {
-        let zero = Key { k0: 0, k1: 0 };
+        let zero = Key {
+            k0: 0,
+            k1: 0,
+            w0: 0,
+            w1: 0,
+        };
         let mut buf = Vec::with_capacity(secret.len() + 16);
         buf.extend_from_slice(b"spanwatch-key-k0");
         buf.extend_from_slice(secret);
         let k0 = zero.hash(&buf);
         buf[15] = b'1';
         let k1 = zero.hash(&buf);
-        Key { k0, k1 }
+        let sip = Key {
+            k0,
+            k1,
+            w0: 0,
+            w1: 0,
+        };
+        let (w0, w1) = (sip.hash(b"word-key-0") | 1, sip.hash(b"word-key-1") | 1);
+        Key { k0, k1, w0, w1 }
     }
 
     /// A public fingerprint of the key, stored in snapshots so a restore
@@ -74,6 +95,26 @@ impl Key {
         sipround(&mut v);
         sipround(&mut v);
         v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+
+    /// A fast keyed hash for words: folded 64x64-bit multiplies under two
+    /// secret keys. Not a PRF like SipHash, but without the keys an attacker
+    /// cannot tell which words collide or which shingle takes a minimum.
+    #[inline]
+    pub fn hash_word(&self, data: &[u8]) -> u64 {
+        let mut h = self.w0 ^ (data.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut chunks = data.chunks_exact(8);
+        for c in &mut chunks {
+            let m = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = folded(h ^ m, self.w1);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            h = folded(h ^ u64::from_le_bytes(buf), self.w1 ^ 0x2d35_8dcc_aa6c_78a5);
+        }
+        folded(h, self.w0 ^ 0x8bb8_4b93_962e_acc9)
     }
 
     /// Hash of one integer, for deriving per-permutation parameters.
@@ -115,6 +156,23 @@ mod tests {
         assert_eq!(k.hash(b"abc"), k.hash(b"abc"));
         assert_ne!(k.hash(b"abc"), k.hash(b"abc\0"));
         assert_ne!(k.hash(b""), k.hash(b"\0"));
+    }
+
+    #[test]
+    fn word_hash_is_keyed_and_length_sensitive() {
+        let a = Key::from_secret(b"alpha");
+        let b = Key::from_secret(b"beta");
+        assert_ne!(a.hash_word(b"bread"), b.hash_word(b"bread"));
+        assert_ne!(a.hash_word(b"bread"), a.hash_word(b"bread\0"));
+        assert_ne!(a.hash_word(b"abcdefgh"), a.hash_word(b"abcdefgi"));
+        let mut ones = [0u32; 64];
+        for i in 0..4000u32 {
+            let h = a.hash_word(format!("w{i}").as_bytes());
+            for (bit, n) in ones.iter_mut().enumerate() {
+                *n += ((h >> bit) & 1) as u32;
+            }
+        }
+        assert!(ones.iter().all(|n| (1800..2200).contains(n)), "{ones:?}");
     }
 
     #[test]

@@ -54,41 +54,36 @@ impl MinHasher {
     }
 
     /// Fills the empty bins of a raw signature. A set with no shingles stays
-    /// all empty.
-    pub fn densify(&self, raw: &[u32], out: &mut [u32]) {
-        out.copy_from_slice(raw);
+    /// all empty. `out` may be shorter than `raw`: then only that prefix is
+    /// filled (band keys need only their bins). `filled` is scratch space.
+    pub fn densify(&self, raw: &[u32], out: &mut [u32], filled: &mut Vec<u32>) {
         let k = raw.len();
-        if raw.iter().all(|&v| v == EMPTY) || raw.iter().all(|&v| v != EMPTY) {
+        filled.clear();
+        filled.extend((0..k as u32).filter(|&i| raw[i as usize] != EMPTY));
+        out.copy_from_slice(&raw[..out.len()]);
+        if filled.is_empty() || filled.len() == k {
             return;
         }
-        // Nearest filled bin to the right and to the left of each bin, circular.
-        let mut next = vec![0usize; k];
-        let mut prev = vec![0usize; k];
-        let mut last = raw.iter().rposition(|&v| v != EMPTY).expect("a filled bin");
-        for i in 0..k {
-            if raw[i] != EMPTY {
-                last = i;
-            }
-            prev[i] = last;
-        }
-        let mut first = raw.iter().position(|&v| v != EMPTY).expect("a filled bin");
-        for i in (0..k).rev() {
-            if raw[i] != EMPTY {
-                first = i;
-            }
-            next[i] = first;
-        }
-        for i in 0..k {
-            if raw[i] != EMPTY {
+        let (first, last) = (filled[0] as usize, filled[filled.len() - 1] as usize);
+        for (i, o) in out.iter_mut().enumerate() {
+            if *o != EMPTY {
                 continue;
             }
+            // Nearest filled bin to the right or to the left, circular.
+            let at = filled.partition_point(|&f| (f as usize) < i);
             let (j, d) = if self.right[i] {
-                (next[i], (next[i] + k - i) % k)
+                let j = filled.get(at).map_or(first, |&f| f as usize);
+                (j, (j + k - i) % k)
             } else {
-                (prev[i], (i + k - prev[i]) % k)
+                let j = if at == 0 {
+                    last
+                } else {
+                    filled[at - 1] as usize
+                };
+                (j, (i + k - j) % k)
             };
             let h = mix(raw[j] as u64 | ((d as u64) << 32), self.salt);
-            out[i] = (h as u32).min(EMPTY - 1);
+            *o = (h as u32).min(EMPTY - 1);
         }
     }
 }
@@ -103,13 +98,17 @@ pub fn jaccard(a: &[u32], b: &[u32]) -> f64 {
     same as f64 / a.len() as f64
 }
 
-/// Folds the first `bands * rows` signature values into one key per band.
-/// Keys are never zero, so zero can mark an empty slot.
+/// Folds the first `bands * rows` values of a raw signature into one key
+/// per band. A band whose bins are all empty gets no key (zero), so short
+/// prompts do not match on empty bins alone; other keys are never zero.
 pub fn band_keys(sig: &[u32], bands: usize, rows: usize, out: &mut [u32]) {
     for (j, o) in out.iter_mut().enumerate().take(bands) {
-        let h = sig[j * rows..(j + 1) * rows]
-            .iter()
-            .fold(j as u64 + 1, |acc, &v| mix(acc, v as u64));
+        let band = &sig[j * rows..(j + 1) * rows];
+        if band.iter().all(|&v| v == EMPTY) {
+            *o = 0;
+            continue;
+        }
+        let h = band.iter().fold(j as u64 + 1, |acc, &v| mix(acc, v as u64));
         *o = (h as u32).max(1);
     }
 }
@@ -122,7 +121,7 @@ mod tests {
         let m = MinHasher::new(&Key::from_secret(b"m"), 256);
         let (mut raw, mut out) = (vec![0; 256], vec![0; 256]);
         m.signature(set, &mut raw);
-        m.densify(&raw, &mut out);
+        m.densify(&raw, &mut out, &mut Vec::new());
         out
     }
 
@@ -151,6 +150,17 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_densifies_like_the_whole() {
+        let m = MinHasher::new(&Key::from_secret(b"p"), 128);
+        let s: Vec<u64> = (0..5).map(|i| mix(i, 8)).collect();
+        let (mut raw, mut whole, mut head) = (vec![0; 128], vec![0; 128], vec![0; 32]);
+        m.signature(&s, &mut raw);
+        m.densify(&raw, &mut whole, &mut Vec::new());
+        m.densify(&raw, &mut head, &mut Vec::new());
+        assert_eq!(&whole[..32], &head[..]);
+    }
+
+    #[test]
     fn min_of_raw_signatures_is_the_union() {
         let m = MinHasher::new(&Key::from_secret(b"u"), 64);
         let a: Vec<u64> = (0..30).map(|i| mix(i, 5)).collect();
@@ -162,6 +172,17 @@ mod tests {
         m.signature(&u, &mut ru);
         let merged: Vec<u32> = ra.iter().zip(&rb).map(|(x, y)| *x.min(y)).collect();
         assert_eq!(merged, ru);
+    }
+
+    #[test]
+    fn empty_bands_have_no_key() {
+        let mut sig = vec![EMPTY; 16];
+        sig[5] = 7;
+        let mut k = [9u32; 4];
+        band_keys(&sig, 4, 4, &mut k);
+        assert_eq!(k[0], 0);
+        assert_ne!(k[1], 0);
+        assert_eq!(&k[2..], &[0, 0]);
     }
 
     #[test]
@@ -190,8 +211,8 @@ mod small_sets {
             (vec![0; 128], vec![0; 128], vec![0; 128], vec![0; 128]);
         m.signature(&[mix(1, 2)], &mut ra);
         m.signature(&[mix(3, 4)], &mut rb);
-        m.densify(&ra, &mut da);
-        m.densify(&rb, &mut db);
+        m.densify(&ra, &mut da, &mut Vec::new());
+        m.densify(&rb, &mut db, &mut Vec::new());
         eprintln!("{:?}\n{:?}", &da[..8], &db[..8]);
         assert!(jaccard(&da, &db) < 0.1, "{}", jaccard(&da, &db));
     }

@@ -21,13 +21,32 @@ impl Shingler {
         self.words.clear();
         self.word.clear();
         if text.is_ascii() {
-            for &b in text.as_bytes() {
-                if b.is_ascii_alphanumeric() {
-                    self.word.push(b.to_ascii_lowercase());
-                } else {
-                    self.end_word(key);
+            let bytes = text.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                if !bytes[i].is_ascii_alphanumeric() {
+                    i += 1;
+                    continue;
                 }
+                let start = i;
+                while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                let word = &bytes[start..i];
+                let mut low = [0u8; 32];
+                let h = if word.len() <= low.len() {
+                    for (l, b) in low.iter_mut().zip(word) {
+                        *l = b.to_ascii_lowercase();
+                    }
+                    key.hash_word(&low[..word.len()])
+                } else {
+                    self.word.clear();
+                    self.word.extend(word.iter().map(u8::to_ascii_lowercase));
+                    key.hash_word(&self.word)
+                };
+                self.words.push(h);
             }
+            self.word.clear();
         } else {
             let mut tmp = [0u8; 4];
             for ch in text.chars() {
@@ -64,7 +83,7 @@ impl Shingler {
 
     fn end_word(&mut self, key: &Key) {
         if !self.word.is_empty() {
-            self.words.push(key.hash(&self.word));
+            self.words.push(key.hash_word(&self.word));
             self.word.clear();
         }
     }
@@ -103,6 +122,19 @@ mod tests {
         assert_eq!(short[0], long[0]);
         let (two, _) = run("the quick", 3);
         assert_ne!(two[0], long[0]);
+    }
+
+    #[test]
+    fn ascii_and_unicode_paths_hash_words_alike() {
+        let (ascii, _) = run("bread flour water", 3);
+        let (mixed, _) = run("bread flour water é", 3);
+        assert_eq!(ascii[0], mixed[0]);
+        let (long, _) = run("a supercalifragilisticexpialidociouslyverylongword here", 2);
+        let (long_u, _) = run(
+            "a supercalifragilisticexpialidociouslyverylongword here ü",
+            2,
+        );
+        assert_eq!(long[..2], long_u[..2]);
     }
 
     #[test]

@@ -79,13 +79,13 @@ impl ClientSketch {
         }
         hll::add(&mut self.hll, cfg.hll_precision, d.prompt_hash);
 
-        let b = cfg.band_count;
+        let b = cfg.keys_per_prompt();
         // Branchless, so the compiler vectorizes the scan of the whole ring.
         let near_dup = self.recent.chunks_exact(b).fold(false, |acc, slot| {
             acc | slot
                 .iter()
                 .zip(d.bands)
-                .fold(false, |a, (old, new)| a | (old == new))
+                .fold(false, |a, (old, new)| a | ((old == new) & (*new != 0)))
         });
         if near_dup {
             self.near_dups += 1;
@@ -281,7 +281,7 @@ mod tests {
         let off = cfg.level_offsets();
         let mut s = ClientSketch::new(&cfg);
         let sig = vec![7u32; cfg.num_perm];
-        let bands = vec![11u32; cfg.band_count];
+        let bands = vec![11u32; cfg.keys_per_prompt()];
         assert!(!s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[1, 17, 300], 10.0)));
         assert!(s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[1, 18, 4095], 5.0)));
         assert_eq!(s.count, 2);
@@ -302,7 +302,7 @@ mod tests {
         let off = cfg.level_offsets();
         let log_ref = vec![(0.25f64).ln(); 4];
         let sig = vec![1u32; cfg.num_perm];
-        let bands = vec![9u32; cfg.band_count];
+        let bands = vec![9u32; cfg.keys_per_prompt()];
         let mut spread = ClientSketch::new(&cfg);
         let mut narrow = ClientSketch::new(&cfg);
         for c in 0..4u32 {
@@ -324,11 +324,11 @@ mod tests {
         let sig = vec![1u32; cfg.num_perm];
         let mut dups = 0;
         for i in 0..3u32 {
-            let bands = vec![100 + i; cfg.band_count];
+            let bands = vec![100 + i; cfg.keys_per_prompt()];
             dups += s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[0, 0, 0], 1.0)) as u32;
         }
         // the first prompt's keys were overwritten by the third
-        let bands = vec![100u32; cfg.band_count];
+        let bands = vec![100u32; cfg.keys_per_prompt()];
         dups += s.apply(&cfg, &off, &digest(&cfg, &sig, &bands, &[0, 0, 0], 1.0)) as u32;
         assert_eq!(dups, 0);
     }

@@ -300,21 +300,23 @@ impl SketchStore {
             self.config.band_rows,
         );
         let mut sigs = vec![0u32; n * p];
-        let mut keys = vec![0u32; n * bands];
+        let per = bands + 1;
+        let mut keys = vec![0u32; n * per];
         let mut prompt_hashes = vec![0u64; n];
         let (hasher, key, k) = (&self.hasher, &self.key, self.config.shingle_size);
         sigs.par_chunks_mut(p)
-            .zip(keys.par_chunks_mut(bands))
+            .zip(keys.par_chunks_mut(per))
             .zip(prompt_hashes.par_iter_mut())
             .zip(b.prompts.par_iter())
             .with_min_len(32)
             .for_each_init(
-                || (Shingler::default(), Vec::new(), vec![0u32; p]),
-                |(sh, buf, dense), (((sig, key_out), ph), prompt)| {
+                || (Shingler::default(), Vec::new()),
+                |(sh, buf), (((sig, key_out), ph), prompt)| {
                     *ph = sh.shingles(key, prompt, k, buf);
                     hasher.signature(buf, sig);
-                    hasher.densify(sig, dense);
-                    band_keys(dense, bands, rows, key_out);
+                    band_keys(sig, bands, rows, &mut key_out[..bands]);
+                    // The whole normalized prompt: an exact repeat always matches.
+                    key_out[bands] = ((*ph ^ (*ph >> 32)) as u32).max(1);
                 },
             );
 
@@ -338,7 +340,7 @@ impl SketchStore {
             let idx = self.touch_or_insert(b.client_ids[i]);
             let d = Digest {
                 sig: &sigs[i * p..(i + 1) * p],
-                bands: &keys[i * bands..(i + 1) * bands],
+                bands: &keys[i * per..(i + 1) * per],
                 prompt_hash: prompt_hashes[i],
                 cells: &cells,
                 ts: b.ts[i],
@@ -439,8 +441,9 @@ impl SketchStore {
             .ok_or_else(|| CoreError::UnknownClient(b.into()))?;
         let p = self.config.num_perm;
         let (mut da, mut db) = (vec![0u32; p], vec![0u32; p]);
-        self.hasher.densify(&sa.sig, &mut da);
-        self.hasher.densify(&sb.sig, &mut db);
+        let mut scratch = Vec::new();
+        self.hasher.densify(&sa.sig, &mut da, &mut scratch);
+        self.hasher.densify(&sb.sig, &mut db, &mut scratch);
         Ok(jaccard(&da, &db))
     }
 

@@ -25,8 +25,8 @@ proptest! {
         let (mut ra, mut rb) = (vec![0; num_perm], vec![0; num_perm]);
         h.signature(&a, &mut ra);
         h.signature(&b, &mut rb);
-        h.densify(&ra, &mut sa);
-        h.densify(&rb, &mut sb);
+        h.densify(&ra, &mut sa, &mut Vec::new());
+        h.densify(&rb, &mut sb, &mut Vec::new());
         let truth = both as f64 / (only_a + both + only_b) as f64;
         let sd = (truth * (1.0 - truth) / num_perm as f64).sqrt();
         let est = jaccard(&sa, &sb);
@@ -41,7 +41,7 @@ proptest! {
             let mut s = ClientSketch::new(&cfg);
             for i in 0..(seed % 40 + 1) {
                 let sig: Vec<u32> = (0..cfg.num_perm as u64).map(|p| mix(seed ^ i, p) as u32).collect();
-                let bands: Vec<u32> = (0..cfg.band_count as u64).map(|j| (mix(seed, i * 31 + j) as u32).max(1)).collect();
+                let bands: Vec<u32> = (0..cfg.keys_per_prompt() as u64).map(|j| (mix(seed, i * 31 + j) as u32).max(1)).collect();
                 let r = mix(seed, i);
                 let cells = [(r % 16) as u32, ((r >> 8) % 256) as u32, ((r >> 20) % 4096) as u32];
                 s.apply(&cfg, &off, &Digest { sig: &sig, bands: &bands, prompt_hash: r, cells: &cells, ts: (r % 1000) as f64 });
