@@ -96,6 +96,7 @@ class Calibration:
     stream_length: int
     clients_ref: int
     clients_threshold: int
+    max_surprise: float = 12.0
 
     def _index(self, counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         k = counts // self.every - 1
@@ -139,7 +140,9 @@ class Calibration:
         p = self.pvalues(counts, values)
         m = p.shape[1]
         z = -np.log(np.minimum(1.0, m * p.min(axis=1)))
-        return z, p
+        # One checkpoint cannot carry a client over the line on its own:
+        # outliers among benign clients would otherwise set the threshold.
+        return np.minimum(z, self.max_surprise), p
 
     def bounds(self, count: int, j: int, tail: float = 0.01) -> tuple[float, float]:
         """Benign values at the lower and upper `tail` of signal j at `count`."""
@@ -184,6 +187,7 @@ class Calibration:
             "stream_length": self.stream_length,
             "clients_ref": self.clients_ref,
             "clients_threshold": self.clients_threshold,
+            "max_surprise": self.max_surprise,
         }
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("meta.json", json.dumps(meta, indent=1))
@@ -195,7 +199,7 @@ class Calibration:
             for name, arr in arrays:
                 buf = io.BytesIO()
                 np.save(buf, arr, allow_pickle=False)
-                z.writestr(f"{name}.npy", buf.getvalue())
+                z.writestr(name, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
@@ -221,6 +225,7 @@ class Calibration:
                 stream_length=int(meta["stream_length"]),
                 clients_ref=int(meta["clients_ref"]),
                 clients_threshold=int(meta["clients_threshold"]),
+                max_surprise=float(meta.get("max_surprise", 12.0)),
             )
         except FileNotFoundError:
             raise ConfigError(f"calibration file not found: {path}") from None
@@ -267,6 +272,7 @@ def fit_calibration(
     drift: float | None = None,
     drift_quantile: float = 0.95,
     stream_length: int = 0,
+    max_surprise: float = 12.0,
 ) -> Calibration:
     """Reference tables from `ref_rows` (one array of checkpoint rows per
     benign client), then the threshold from the other clients in `thr_rows`:
@@ -324,6 +330,7 @@ def fit_calibration(
         stream_length=stream_length,
         clients_ref=len(ref_rows),
         clients_threshold=len(thr_rows),
+        max_surprise=max_surprise,
     )
     if drift is None:
         zs = [

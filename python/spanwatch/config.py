@@ -97,6 +97,9 @@ class ScoringSettings(_Section):
         ge=0.0,
         description="CUSUM drift per checkpoint; default: calibrated on benign traffic",
     )
+    max_surprise: float = Field(
+        default=12.0, gt=0.0, description="cap on one checkpoint's evidence (-ln p)"
+    )
     coverage_threshold: float = Field(default=0.85, gt=0.0)
     informative_share: float = Field(default=0.5, gt=0.0, le=1.0)
     severity_steps: tuple[float, float] = (0.92, 0.97)

@@ -339,6 +339,7 @@ class Detector:
             target_fpr=target_fpr,
             drift=self.config.scoring.drift,
             stream_length=max((len(ix) for ix in by_client.values()), default=0),
+            max_surprise=self.config.scoring.max_surprise,
         )
         self.calibration = cal
         return cal

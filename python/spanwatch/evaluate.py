@@ -368,6 +368,7 @@ def evaluate(
         target_fpr=target_fpr,
         drift=settings.scoring.drift,
         stream_length=L,
+        max_surprise=settings.scoring.max_surprise,
     )
 
     peaks: dict[str, list[float]] = {}

@@ -1,0 +1,167 @@
+"""Calibrated sequential detection on the real model: the library's
+calibrate(), and the eval and tune commands end to end on small pools made
+from the project's own corpus."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from spanwatch import Detector, Event
+from spanwatch.calibrate import Calibration
+from spanwatch.cli import main
+from spanwatch.config import Settings, load_settings
+from spanwatch.embed import Embedder
+from spanwatch.simulate import Corpus, simulate
+
+pytestmark = pytest.mark.model
+
+
+def _pools(d: Path) -> tuple[Path, Path]:
+    """Benign pool: the corpus's topics; attack pool: its sweep templates
+    filled with subjects of every topic, one group per template."""
+    corpus = Corpus.load()
+    rng = random.Random(0)
+    benign = d / "benign.jsonl"
+    with benign.open("w") as fh:
+        for name, topic in corpus.topics.items():
+            texts = set(topic.prompts)
+            for template in topic.templates:
+                for _ in range(6):
+                    fill = {k: rng.choice(v) for k, v in topic.slots.items()}
+                    texts.add(template.format(**fill))
+            for t in sorted(texts):
+                fh.write(json.dumps({"text": t, "group": name}) + "\n")
+    attack = d / "attack.jsonl"
+    subjects = [s for subs in corpus.subjects.values() for s in subs]
+    with attack.open("w") as fh:
+        for i, template in enumerate(corpus.sweep_templates):
+            for s in subjects:
+                fh.write(json.dumps({"text": template.format(subject=s), "group": f"t{i}"}) + "\n")
+    return benign, attack
+
+
+def test_calibrated_detector_alerts_on_extractors_with_reasons(
+    settings: Settings, embedder: Embedder
+) -> None:
+    raw, clients = simulate(
+        n_benign=60, n_harvesters=0, n_sweepers=0, n_template_sweepers=0, seed=11
+    )
+    calib_events = [Event.model_validate(e) for e in raw]
+    det = Detector(settings, embedder=embedder)
+    det.fit_space(calib_events)
+    cal = det.calibrate(calib_events, target_fpr=0.05)
+    assert cal.clients_ref + cal.clients_threshold == 60
+    assert cal.threshold > 0 and cal.drift > 0
+
+    raw, clients = simulate(
+        n_benign=20, n_harvesters=3, n_sweepers=2, n_template_sweepers=0, seed=12
+    )
+    kinds = {c.client_id: c.kind for c in clients}
+    events = [Event.model_validate(e) for e in raw]
+    alerts = [a for i in range(0, len(events), 256) for a in det.observe(events[i : i + 256])]
+    alerted = {a.client_id for a in alerts}
+    extractors = {c for c, k in kinds.items() if k != "benign"}
+    assert extractors <= alerted
+    benign_alerted = alerted - extractors
+    assert len(benign_alerted) <= 2, benign_alerted
+    first = next(a for a in alerts if a.client_id in extractors)
+    assert first.reasons[0].signal == "sequential_evidence"
+    assert first.reasons[0].value >= first.reasons[0].threshold == round(det.threshold, 4)
+    assert any(
+        r.signal.startswith(("coverage_", "divergence", "singletons")) for r in first.reasons
+    )
+    # the evidence survives a snapshot with the client
+    blob = det.snapshot()
+    again = Detector(settings, space=det.space, embedder=embedder)
+    again.calibration = det.calibration
+    again.restore(blob)
+    col = again.store.feature_names.index("evidence")  # type: ignore[union-attr]
+    ev = again.store.features([first.client_id])[0, col]  # type: ignore[union-attr]
+    assert ev > 0
+
+
+def test_eval_writes_the_report_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPANWATCH_EMBED__CACHE_DIR", str(tmp_path / "cache"))
+    # a small pool supports two levels, not three
+    monkeypatch.setenv("SPANWATCH_SKETCH__LEVELS", "[16, 128]")
+    benign, attack = _pools(tmp_path)
+    out = tmp_path / "report"
+    argv = ["eval", "--benign", str(benign), "--attack", str(attack), "--stream-length", "100"]
+    argv += ["--clients", "40", "--calibration-clients", "40", "--attackers", "6"]
+    argv += ["--target-fpr", "0.05", "--report", str(out), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == {
+        "benign_fpr",
+        "tpr",
+        "mixed_tpr",
+        "queries_to_detect",
+        "stream_length",
+        "n_clients",
+    }
+    assert set(report["tpr"]) == {"harvester", "sweeper", "template_sweeper", "random_words"}
+    assert set(report["mixed_tpr"]) == {"0.05", "0.10", "0.25", "0.50"}
+    assert set(report["queries_to_detect"]["harvester"]) == {"median", "p90"}
+    assert report["stream_length"] == 100 and report["n_clients"] == 40
+    assert report["tpr"]["sweeper"] >= 0.5
+    assert report["benign_fpr"] <= 0.2
+    details = json.loads((out / "details.json").read_text())
+    assert "population_like_alert_rate" in details
+    for name in ("roc.png", "detection.png", "coverage.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_refuses_a_bad_pool_with_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "group": "g"}\n{"text": "no group"}\n')
+    assert main(["eval", "--benign", str(bad), "--attack", str(bad)]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_tune_writes_a_config_that_the_detector_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder: Embedder
+) -> None:
+    monkeypatch.setenv("SPANWATCH_EMBED__CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPANWATCH_SECRET_KEY", "tune-secret")
+    raw, _ = simulate(
+        n_benign=40,
+        n_harvesters=0,
+        n_sweepers=0,
+        n_template_sweepers=0,
+        seed=21,
+        queries_per_client=(100, 140),
+    )
+    events = tmp_path / "benign.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in raw) + "{broken\n")
+    out = tmp_path / "spanwatch.toml"
+    assert main(["tune", "--benign", str(events), "--target-fpr", "0.05", "--out", str(out)]) == 0
+    cfg = tomllib.loads(out.read_text())
+    assert Path(cfg["scoring"]["calibration"]).is_file()
+    assert cfg["scoring"]["threshold"] > 0
+    assert (tmp_path / "spanwatch.png").read_bytes()[:4] == b"\x89PNG"
+    assert "broken" in (tmp_path / "spanwatch.rejects.jsonl").read_text()
+    settings = load_settings(out)
+    det = Detector(settings, embedder=embedder)
+    assert isinstance(det.calibration, Calibration)
+    from spanwatch.space import Space
+
+    det.use_space(Space.load(settings.space.path))  # type: ignore[arg-type]
+    harvest, _ = simulate(
+        n_benign=0,
+        n_harvesters=2,
+        n_sweepers=0,
+        n_template_sweepers=0,
+        seed=22,
+        queries_per_client=(100, 140),
+    )
+    alerts = det.observe([Event.model_validate(e) for e in harvest])
+    assert {a.client_id for a in alerts} == {"harvester-01", "harvester-02"}
+    assert list(itertools.islice((a.severity for a in alerts), 1))
