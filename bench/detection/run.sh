@@ -9,6 +9,6 @@ python bench/detection/pools.py --out out/pools
 for n in 1500 200; do
     spanwatch eval --benign out/pools/benign.jsonl --attack out/pools/attack.jsonl \
         --templates out/pools/templates.jsonl --stream-length "$n" \
-        --clients 400 --calibration-clients 400 --attackers 100 --seed 0 \
+        --clients 400 --calibration-clients 800 --attackers 100 --seed 0 \
         --target-fpr 0.005 --report "out/eval-$n" "$@"
 done

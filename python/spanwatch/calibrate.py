@@ -96,7 +96,7 @@ class Calibration:
     stream_length: int
     clients_ref: int
     clients_threshold: int
-    max_surprise: float = 12.0
+    max_surprise: float = 50.0
 
     def _index(self, counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         k = counts // self.every - 1
@@ -225,7 +225,7 @@ class Calibration:
                 stream_length=int(meta["stream_length"]),
                 clients_ref=int(meta["clients_ref"]),
                 clients_threshold=int(meta["clients_threshold"]),
-                max_surprise=float(meta.get("max_surprise", 12.0)),
+                max_surprise=float(meta.get("max_surprise", 50.0)),
             )
         except FileNotFoundError:
             raise ConfigError(f"calibration file not found: {path}") from None
@@ -270,9 +270,9 @@ def fit_calibration(
     every: int,
     target_fpr: float,
     drift: float | None = None,
-    drift_quantile: float = 0.95,
+    drift_quantile: float = 0.99,
     stream_length: int = 0,
-    max_surprise: float = 12.0,
+    max_surprise: float = 50.0,
 ) -> Calibration:
     """Reference tables from `ref_rows` (one array of checkpoint rows per
     benign client), then the threshold from the other clients in `thr_rows`:

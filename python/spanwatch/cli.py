@@ -619,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--report", default="out/eval", help="folder for report.json and plots")
     s.add_argument("--clients", type=int, default=400, help="held-out benign clients")
-    s.add_argument("--calibration-clients", type=int, default=400)
+    s.add_argument("--calibration-clients", type=int, default=800)
     s.add_argument("--attackers", type=int, default=100, help="clients per attack scenario")
     s.add_argument("--target-fpr", type=float, default=0.005)
     s.add_argument("--no-progress", action="store_true")

@@ -98,7 +98,7 @@ class ScoringSettings(_Section):
         description="CUSUM drift per checkpoint; default: calibrated on benign traffic",
     )
     max_surprise: float = Field(
-        default=12.0, gt=0.0, description="cap on one checkpoint's evidence (-ln p)"
+        default=50.0, gt=0.0, description="cap on one checkpoint's evidence (-ln p)"
     )
     coverage_threshold: float = Field(default=0.85, gt=0.0)
     informative_share: float = Field(default=0.5, gt=0.0, le=1.0)
