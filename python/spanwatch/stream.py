@@ -56,6 +56,7 @@ class _Partition:
     restored: dict[str, int] = field(default_factory=dict)
     next_offset: int | None = None
     committed: int | None = None
+    last_record: float = field(default_factory=time.monotonic)
 
 
 def ensure_topics(k: KafkaSettings) -> None:
@@ -194,6 +195,7 @@ class Service:
                 if due:
                     self._checkpoint(list(self.parts))
                     self._update_gauges()
+                self._watch_stalls()
             self._checkpoint(list(self.parts))
         finally:
             self._close()
@@ -308,6 +310,7 @@ class Service:
                     good.append((r.offset, got))
             if recs:
                 part.next_offset = recs[-1].offset + 1
+                part.last_record = time.monotonic()
             if good:
                 per_part[tp.partition] = good
         flat = [ev for evs in per_part.values() for _, ev in evs]
@@ -395,6 +398,42 @@ class Service:
             for tp, om in offsets.items():
                 self.parts[tp.partition].committed = om.offset
             self.metrics.checkpoints.inc()
+
+    stall_after_s = 20.0
+    _last_watch = 0.0
+
+    def _watch_stalls(self) -> None:
+        """kafka-python 3.0 can stop returning records of a partition after a
+        rebalance (dpkp/kafka-python#3131). A partition with lag that gave
+        nothing for `stall_after_s` is sought to its own position, which
+        restarts its fetches."""
+        now = time.monotonic()
+        if now - self._last_watch < self.stall_after_s / 4 or not self.parts:
+            return
+        self._last_watch = now
+        stale = {
+            p: part for p, part in self.parts.items() if now - part.last_record > self.stall_after_s
+        }
+        if not stale:
+            return
+        tps = {p: TopicPartition(self.k.prompts_topic, p) for p in stale}
+        try:
+            ends = self._consumer.end_offsets(list(tps.values()))
+            for p, tp in tps.items():
+                pos = self._consumer.position(tp)
+                if pos is not None and ends.get(tp, 0) > pos:
+                    log.warning(
+                        "partition %d: %d records behind but none fetched for %.0fs; "
+                        "restarting its fetch at offset %d",
+                        p,
+                        ends[tp] - pos,
+                        now - stale[p].last_record,
+                        pos,
+                    )
+                    self._consumer.seek(tp, pos)
+                stale[p].last_record = now
+        except Exception as e:  # a broker outage: try again later
+            log.warning("stall check failed: %s", e)
 
     # ------------------------------------------------------------ observability
 
