@@ -1,8 +1,11 @@
 """Calibrated, sequential evidence: turns each checkpoint's sketch features
 into p-values against benign clients at the same query count, combines them
-into one surprise per checkpoint and accumulates it with a CUSUM. The alarm
-threshold is a conformal quantile of benign clients' whole-stream maximum, so
-the share of benign clients that ever alert is controlled.
+into one surprise per checkpoint and accumulates it with a CUSUM. The CUSUM
+is divided by a benign envelope (its 99th percentile at each checkpoint among
+reference clients), and the alarm threshold on that ratio is a conformal
+quantile of held-out benign clients' whole-stream maximum, so the share of
+benign clients that ever alert is controlled while early checkpoints need
+far less evidence than late ones.
 
 Calibration uses benign traffic only, split in two disjoint halves of
 clients: one gives the reference distributions, the other the threshold.
@@ -15,7 +18,7 @@ import json
 import math
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +100,9 @@ class Calibration:
     clients_ref: int
     clients_threshold: int
     max_surprise: float = 50.0
+    # (checkpoints,) benign 99th percentile of the CUSUM at each checkpoint,
+    # non-decreasing, at least 1: the alarm bound is threshold * envelope.
+    envelope: F64 = field(default_factory=lambda: np.ones(1))
 
     def _index(self, counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         k = counts // self.every - 1
@@ -143,6 +149,14 @@ class Calibration:
         # One checkpoint cannot carry a client over the line on its own:
         # outliers among benign clients would otherwise set the threshold.
         return np.minimum(z, self.max_surprise), p
+
+    def bound(self, counts: npt.NDArray[np.int64] | int, threshold: float | None = None) -> F64:
+        """The alarm bound on the CUSUM at these query counts: the threshold
+        times the benign envelope, so early checkpoints, where benign clients
+        have gathered little evidence, need less to alarm."""
+        k = np.clip(np.asarray(counts) // self.every - 1, 0, len(self.envelope) - 1)
+        h = self.threshold if threshold is None else threshold
+        return np.asarray(h * self.envelope[k], dtype=np.float64)
 
     def bounds(self, count: int, j: int, tail: float = 0.01) -> tuple[float, float]:
         """Benign values at the lower and upper `tail` of signal j at `count`."""
@@ -195,6 +209,7 @@ class Calibration:
                 ("tables.npy", self.tables),
                 ("sizes.npy", self.sizes),
                 ("scales.npy", self.scales),
+                ("envelope.npy", self.envelope),
             )
             for name, arr in arrays:
                 buf = io.BytesIO()
@@ -209,6 +224,7 @@ class Calibration:
                 tables = np.load(io.BytesIO(z.read("tables.npy")), allow_pickle=False)
                 sizes = np.load(io.BytesIO(z.read("sizes.npy")), allow_pickle=False)
                 scales = np.load(io.BytesIO(z.read("scales.npy")), allow_pickle=False)
+                envelope = np.load(io.BytesIO(z.read("envelope.npy")), allow_pickle=False)
             if meta.get("format") != FORMAT or meta.get("version") != VERSION:
                 raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
             return cls(
@@ -226,6 +242,7 @@ class Calibration:
                 clients_ref=int(meta["clients_ref"]),
                 clients_threshold=int(meta["clients_threshold"]),
                 max_surprise=float(meta.get("max_surprise", 50.0)),
+                envelope=envelope,
             )
         except FileNotFoundError:
             raise ConfigError(f"calibration file not found: {path}") from None
@@ -337,6 +354,7 @@ def fit_calibration(
             cal.surprise(r[:, count_col].astype(np.int64), signals.matrix(r))[0] for r in ref_rows
         ]
         cal.drift = float(np.quantile(np.concatenate(zs), drift_quantile))
+    cal.envelope = _envelope(cal, signals, ref_rows, k_max)
     peaks = np.sort(np.array([max_evidence(cal, signals, rows) for rows in thr_rows]))
     n = len(peaks)
     rank = math.ceil((n + 1) * (1 - target_fpr))
@@ -347,10 +365,34 @@ def fit_calibration(
     return cal
 
 
-def max_evidence(cal: Calibration, signals: Signals, rows: F64) -> float:
-    """The highest CUSUM value over one client's checkpoint rows."""
+def _envelope(
+    cal: Calibration, signals: Signals, ref_rows: Sequence[F64], k_max: int, q: float = 0.999
+) -> F64:
+    """Per checkpoint, the q quantile of the reference clients' CUSUM, made
+    non-decreasing and at least 1."""
+    per_k: list[list[float]] = [[] for _ in range(k_max)]
+    for rows in ref_rows:
+        if not len(rows):
+            continue
+        counts = rows[:, signals.col["count"]].astype(np.int64)
+        z, _ = cal.surprise(counts, signals.matrix(rows))
+        for c, v in zip(counts, cusum(z, cal.drift), strict=True):
+            per_k[min(int(c) // cal.every - 1, k_max - 1)].append(float(v))
+    env = np.array([np.quantile(v, q) if v else 0.0 for v in per_k])
+    return np.maximum.accumulate(np.maximum(env, 1.0))
+
+
+def evidence_ratio(cal: Calibration, signals: Signals, rows: F64) -> F64:
+    """A client's CUSUM over the benign envelope at each of its checkpoints:
+    it alarms where this reaches the threshold."""
     if not len(rows):
-        return 0.0
+        return np.zeros(0)
     counts = rows[:, signals.col["count"]].astype(np.int64)
     z, _ = cal.surprise(counts, signals.matrix(rows))
-    return float(cusum(z, cal.drift).max())
+    return cusum(z, cal.drift) / cal.bound(counts, 1.0)
+
+
+def max_evidence(cal: Calibration, signals: Signals, rows: F64) -> float:
+    """The highest evidence ratio over one client's checkpoint rows."""
+    r = evidence_ratio(cal, signals, rows)
+    return float(r.max()) if len(r) else 0.0

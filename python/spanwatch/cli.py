@@ -493,7 +493,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         f"{cal.clients_threshold} threshold)"
     )
     print(f"  target false-positive rate  {args.target_fpr:.2%}")
-    print(f"  threshold (CUSUM)           {cal.threshold:.3f}   drift {cal.drift}")
+    print(f"  threshold (evidence ratio)  {cal.threshold:.3f}   drift {cal.drift:.3f}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
     print(f"  signals                     {', '.join(cal.signals)}")
     print(f"  space                       {space_file} (levels {det.space.levels})")

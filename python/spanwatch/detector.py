@@ -214,13 +214,19 @@ class Detector:
 
     @property
     def threshold(self) -> float:
-        """The alarm threshold of the sequential test."""
+        """The alarm threshold of the sequential test, on the ratio of a
+        client's evidence to the benign envelope at its query count."""
         assert self.calibration is not None
         return self.config.scoring.threshold or self.calibration.threshold
 
-    def _severity(self, evidence: float) -> int:
-        """0 below the threshold, then low, medium, high at 1x, 2x, 4x of it."""
-        h = self.threshold
+    def alarm_bound(self, count: int) -> float:
+        """The CUSUM value at which a client with `count` queries alarms."""
+        assert self.calibration is not None
+        return float(self.calibration.bound(count, self.threshold))
+
+    def _severity(self, evidence: float, count: int) -> int:
+        """0 below the bound, then low, medium, high at 1x, 2x, 4x of it."""
+        h = self.alarm_bound(count)
         return 0 if evidence < h else 1 if evidence < 2 * h else 2 if evidence < 4 * h else 3
 
     def _decide_sequential(
@@ -243,7 +249,7 @@ class Detector:
             if level < 0:
                 level = int(rows[j, sig.col["alert_level"]])
             evidence = max(0.0, prev + float(z[j]) - drift)
-            sev = self._severity(evidence)
+            sev = self._severity(evidence, int(counts[j]))
             if sev > level:
                 level = sev
                 feats = FeatureRow.from_array(names, rows[j])
@@ -251,8 +257,12 @@ class Detector:
                     Reason(
                         signal="sequential_evidence",
                         value=round(evidence, 4),
-                        threshold=round(self.threshold, 4),
-                        detail="CUSUM of per-checkpoint surprise against calibrated benign clients",
+                        threshold=round(self.alarm_bound(int(counts[j])), 4),
+                        detail=(
+                            "CUSUM of per-checkpoint surprise; the bound is the calibrated "
+                            f"threshold {self.threshold:.3f} times the benign envelope at "
+                            f"{int(counts[j])} queries"
+                        ),
                     ),
                     *cal.reasons(int(counts[j]), values[j], p[j]),
                 ]
@@ -294,7 +304,7 @@ class Detector:
             event_id=ev.event_id,
             severity=severity,
             score=round(evidence, 4),
-            threshold=round(self.threshold, 4),
+            threshold=round(self.alarm_bound(n), 4),
             reasons=reasons,
             evidence=self._evidence(f),
         )

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch._core import SketchStore
-from spanwatch.calibrate import Calibration, Signals, cusum, fit_calibration
+from spanwatch.calibrate import Calibration, Signals, evidence_ratio, fit_calibration
 from spanwatch.config import Settings
 from spanwatch.embed import Embedder
 from spanwatch.errors import ConfigError
@@ -236,12 +236,10 @@ def _first_alert(cal: Calibration, signals: Signals, rows: F64) -> tuple[float, 
     if not len(rows):
         return 0.0, float("nan"), np.zeros(0)
     counts = rows[:, signals.col["count"]].astype(np.int64)
-    values = signals.matrix(rows)
-    z, _ = cal.surprise(counts, values)
-    s = cusum(z, cal.drift)
-    hit = np.flatnonzero(s >= cal.threshold)
+    ratio = evidence_ratio(cal, signals, rows)
+    hit = np.flatnonzero(ratio >= cal.threshold)
     first = float(counts[hit[0]]) if len(hit) else float("nan")
-    return float(s.max()), first, values[:, 0]
+    return float(ratio.max()), first, signals.matrix(rows)[:, 0]
 
 
 def _qtd(first: F64) -> dict[str, float | None]:
