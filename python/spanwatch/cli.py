@@ -412,6 +412,10 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
             f"{qtd(d['mixed_queries_to_detect'][key])}"
         )
     print(f"{'population-like':<22} {d['population_like_alert_rate']:>8.1%}  (reported apart)")
+    fams = ", ".join(
+        f"{f} {v['fpr']:.1%} of {v['clients']}" for f, v in d["benign_fpr_by_family"].items()
+    )
+    print(f"benign false positives by family of main interest: {fams}")
     _say(
         f"\nreport in {out / 'report.json'}; plots: {', '.join(p.name for p in plots)}; "
         f"{time.perf_counter() - t0:.0f}s"

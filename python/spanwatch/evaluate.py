@@ -91,6 +91,7 @@ class Stream:
     kind: str
     texts: I64  # indices into the global text table
     attack: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    family: str = ""
 
 
 @dataclass
@@ -140,13 +141,22 @@ def _split(
     return cal, test
 
 
-def _benign(rng: np.random.Generator, groups: dict[str, list[int]], length: int) -> I64:
+def _benign_with_family(
+    rng: np.random.Generator, groups: dict[str, list[int]], length: int
+) -> tuple[I64, str]:
+    """A benign client's stream, and the family (the group name's prefix
+    before ':') of its main interest."""
     names = sorted(groups)
     k = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
     chosen = rng.choice(len(names), size=min(k, len(names)), replace=False)
     weights = rng.dirichlet(np.ones(len(chosen)) * 2.0)
     picks = rng.choice(len(chosen), size=length, p=weights)
-    return np.array([rng.choice(groups[names[chosen[c]]]) for c in picks], dtype=np.int64)
+    texts = np.array([rng.choice(groups[names[chosen[c]]]) for c in picks], dtype=np.int64)
+    return texts, names[chosen[int(np.argmax(weights))]].split(":")[0]
+
+
+def _benign(rng: np.random.Generator, groups: dict[str, list[int]], length: int) -> I64:
+    return _benign_with_family(rng, groups, length)[0]
 
 
 def _uniform_groups(rng: np.random.Generator, groups: dict[str, list[int]], length: int) -> I64:
@@ -307,7 +317,8 @@ def evaluate(
     for i in range(n_calibration):
         streams.append(Stream(f"cal-{i:04d}", "calibration", _benign(rng, cal_g, L)))
     for i in range(n_clients):
-        streams.append(Stream(f"benign-{i:04d}", "benign", _benign(rng, test_g, L)))
+        texts_i, family = _benign_with_family(rng, test_g, L)
+        streams.append(Stream(f"benign-{i:04d}", "benign", texts_i, family=family))
     for i in range(n_attackers):
         streams.append(Stream(f"harv-{i:03d}", "harvester", _uniform_groups(rng, attack_g, L)))
         streams.append(Stream(f"sweep-{i:03d}", "sweeper", _uniform_groups(rng, test_g, L)))
@@ -393,7 +404,14 @@ def evaluate(
         "stream_length": L,
         "n_clients": n_clients,
     }
+    families: dict[str, list[bool]] = {}
+    benign_streams = [st for st in streams if st.kind == "benign"]
+    for st, ft in zip(benign_streams, ft_arr["benign"], strict=True):
+        families.setdefault(st.family, []).append(not np.isnan(ft))
     details = {
+        "benign_fpr_by_family": {
+            f: {"clients": len(v), "fpr": float(np.mean(v))} for f, v in sorted(families.items())
+        },
         "population_like_alert_rate": rate("population_like"),
         "mixed_queries_to_detect": {f"{f:.2f}": _qtd(ft_arr[f"mixed_{f:.2f}"]) for f in MIXES},
         "auc": {
