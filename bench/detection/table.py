@@ -37,6 +37,11 @@ def main(root: str = "out") -> None:
             f"| {_qtd(d15['mixed_queries_to_detect'][f])} | {r2['mixed_tpr'][f]:.0%} "
             f"| {_qtd(d2['mixed_queries_to_detect'][f])} |"
         )
+    for n, (_, d) in runs.items():
+        fams = ", ".join(
+            f"{f} {v['fpr']:.1%} ({v['clients']})" for f, v in d["benign_fpr_by_family"].items()
+        )
+        print(f"\nBenign false positives at {n} queries, by family of main interest: {fams}.")
     print(
         f"\n{r15['n_clients']} held-out benign clients and {d15['attackers_per_scenario']} clients "
         f"per attack scenario per run; thresholds {d15['threshold']:.1f} (1500) and "
