@@ -434,11 +434,7 @@ def _toml_value(v: Any) -> str:
 
 
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
-    import numpy as np
-
-    from spanwatch.calibrate import Signals, max_evidence
     from spanwatch.detector import Detector
-    from spanwatch.evaluate import Stream, run_streams
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
 
@@ -465,16 +461,8 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     cal = det.calibrate(events, target_fpr=args.target_fpr)
     cal_file = Path(f"{stem}.calibration.zip")
     cal.save(cal_file)
-    # Peaks of every client against the final threshold, for the plot.
-    assert det.space is not None and det.store is not None
-    by: dict[str, list[int]] = {}
-    for i, e in enumerate(events):
-        by.setdefault(e.client_id, []).append(i)
-    cells = det.space.assign(det.embed(events))
-    streams = [Stream(c, "benign", np.array(ix)) for c, ix in sorted(by.items())]
-    rows = run_streams(det.space, cfg, streams, [e.prompt for e in events], cells)
-    sig = Signals(det.space, det.store.feature_names)
-    peaks = np.array([max_evidence(cal, sig, r) for r in rows])
+    assert det.space is not None
+    peaks = det.calibration_peaks
     png = plot_tune(peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"))
     lines = [
         f"# written by spanwatch tune from {src} ({clients} benign clients)",

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from spanwatch._core import SketchStore
 from spanwatch.alerts import SEVERITIES, Alert, Evidence, Reason, alert_id, utc
-from spanwatch.calibrate import Calibration, Signals, fit_calibration
+from spanwatch.calibrate import Calibration, Signals, fit_calibration, max_evidence
 from spanwatch.config import Settings, load_settings
 from spanwatch.embed import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from spanwatch.errors import ConfigError, EventError, SnapshotError, SpaceError
@@ -22,9 +22,31 @@ from spanwatch.events import Event
 from spanwatch.scoring import RULE, CoverageScore, FeatureRow, score_coverage
 from spanwatch.space import Space
 
-__all__ = ["ClientReport", "Detector"]
+__all__ = ["ClientReport", "Detector", "store_for"]
 
 log = logging.getLogger("spanwatch.detector")
+
+
+def store_for(space: Space, config: Settings, *, max_clients: int | None = None) -> SketchStore:
+    """An empty store shaped by the space's levels and the sketch settings,
+    measuring divergence against the space's population."""
+    s = config.sketch
+    hist_level = min(s.hist_level, len(space.levels) - 1)
+    store = SketchStore(
+        secret=config.secret_bytes(),
+        levels=space.levels,
+        hist_level=hist_level,
+        num_perm=s.num_perm,
+        shingle_size=s.shingle_size,
+        hll_precision=s.hll_precision,
+        band_count=s.band_count,
+        band_rows=s.band_rows,
+        recent_prompts=s.recent_prompts,
+        max_clients=max_clients or s.max_clients,
+        idle_ttl=s.idle_ttl,
+    )
+    store.set_reference(space.freqs[hist_level].tolist())
+    return store
 
 
 class ClientReport(BaseModel):
@@ -59,6 +81,8 @@ class Detector:
         self.space: Space | None = None
         self.store: SketchStore | None = None
         self.calibration: Calibration | None = None
+        # highest evidence ratio of each client of the last calibrate() call
+        self.calibration_peaks: npt.NDArray[np.float64] = np.zeros(0)
         self._signals: Signals | None = None
         if self.config.scoring.calibration:
             self.calibration = Calibration.load(self.config.scoring.calibration)
@@ -83,23 +107,8 @@ class Detector:
 
     def use_space(self, space: Space) -> None:
         """Adopts a space and starts an empty store shaped by its levels."""
-        s = self.config.sketch
-        hist_level = min(s.hist_level, len(space.levels) - 1)
         self.space = space
-        self.store = SketchStore(
-            secret=self.config.secret_bytes(),
-            levels=space.levels,
-            hist_level=hist_level,
-            num_perm=s.num_perm,
-            shingle_size=s.shingle_size,
-            hll_precision=s.hll_precision,
-            band_count=s.band_count,
-            band_rows=s.band_rows,
-            recent_prompts=s.recent_prompts,
-            max_clients=s.max_clients,
-            idle_ttl=s.idle_ttl,
-        )
-        self.store.set_reference(space.freqs[hist_level].tolist())
+        self.store = store_for(space, self.config)
         self._signals = Signals(space, self.store.feature_names)
         self._check_calibration()
 
@@ -352,6 +361,7 @@ class Detector:
             max_surprise=self.config.scoring.max_surprise,
         )
         self.calibration = cal
+        self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
         return cal
 
     def _alert(self, ev: Event, f: FeatureRow, sc: CoverageScore) -> Alert:
@@ -418,8 +428,7 @@ class Detector:
             raise SnapshotError(
                 f"snapshot levels {store.levels} do not match the space's {space.levels}"
             )
-        hist_level = min(self.config.sketch.hist_level, len(space.levels) - 1)
-        store.set_reference(space.freqs[hist_level].tolist())
+        store.set_reference(space.freqs[store.hist_level].tolist())
         self.store = store
 
     def stats(self) -> dict[str, Any]:

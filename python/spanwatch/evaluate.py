@@ -195,20 +195,9 @@ def run_streams(
 ) -> list[F64]:
     """Feeds the streams, interleaved, through a real SketchStore and returns
     each stream's checkpoint feature rows in order."""
-    s = settings.sketch
-    store = SketchStore(
-        secret=settings.secret_bytes(),
-        levels=space.levels,
-        hist_level=min(s.hist_level, len(space.levels) - 1),
-        num_perm=s.num_perm,
-        shingle_size=s.shingle_size,
-        hll_precision=s.hll_precision,
-        band_count=s.band_count,
-        band_rows=s.band_rows,
-        recent_prompts=s.recent_prompts,
-        max_clients=len(streams) + 1,
-    )
-    store.set_reference(space.freqs[min(s.hist_level, len(space.levels) - 1)].tolist())
+    from spanwatch.detector import store_for
+
+    store = store_for(space, settings, max_clients=len(streams) + 1)
     every = settings.scoring.checkpoint_every
     lengths = np.array([len(st.texts) for st in streams])
     order_pos, order_stream = [], []
