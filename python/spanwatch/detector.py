@@ -62,6 +62,8 @@ class ClientReport(BaseModel):
     expected_cells: dict[str, float]
     coverage_ratio: dict[str, float]
     score: float
+    evidence: float
+    alarm_bound: float | None
     alerted: str | None
 
 
@@ -389,7 +391,9 @@ class Detector:
         )
 
     def report(self, client_id: str) -> ClientReport:
-        """The client's sketch, scored now. Raises KeyError for an unknown client."""
+        """The client's sketch, scored now: the coverage rule's score, and the
+        sequential evidence with the bound it must reach to alarm when the
+        detector is calibrated. Raises KeyError for an unknown client."""
         space, store = self._require()
         if client_id not in store:
             raise KeyError(f"unknown client: {client_id!r}")
@@ -407,6 +411,8 @@ class Detector:
             expected_cells={str(k): v for k, v in sc.expected.items()},
             coverage_ratio={str(k): v for k, v in sc.ratios.items()},
             score=sc.score,
+            evidence=f["evidence"],
+            alarm_bound=self.alarm_bound(int(f["count"])) if self.calibration else None,
             alerted=("low", "medium", "high")[level - 1] if level else None,
         )
 

@@ -77,6 +77,8 @@ def test_calibrated_detector_alerts_on_extractors_with_reasons(
     assert any(
         r.signal.startswith(("coverage_", "divergence", "singletons")) for r in first.reasons
     )
+    rep = det.report(first.client_id)
+    assert rep.alarm_bound is not None and rep.evidence > 0
     # the evidence survives a snapshot with the client
     blob = det.snapshot()
     again = Detector(settings, space=det.space, embedder=embedder)
