@@ -41,6 +41,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,7 +270,8 @@ def export_onnx(model: Any, out: Path) -> None:
     )
     axes = {name: {0: "batch", 1: "seq"} for name in [*INPUTS, "last_hidden_state"]}
     tmp = out.with_suffix(".tmp")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and legacy-exporter notices
         torch.onnx.export(
             _LastHidden.module(model[0].auto_model),
             tuple(dummy[name] for name in INPUTS),
@@ -350,13 +352,18 @@ def ort_encoder(model: Any, onnx_path: Path) -> Encode:
 
     def encode(texts: Sequence[str]) -> Matrix:
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), model.get_sentence_embedding_dimension()), np.float32)
+        out = np.empty((len(texts), dimension(model)), np.float32)
         for lo in range(0, len(texts), BATCH):
             idx = order[lo : lo + BATCH]
             out[idx] = batch([texts[i] for i in idx])
         return out
 
     return encode
+
+
+def dimension(model: Any) -> int:
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())
 
 
 def normalize(x: npt.NDArray[Any]) -> Matrix:
@@ -443,7 +450,8 @@ def prompt_notes(prompts: list[str], model: Any) -> list[str]:
         f"mean {np.mean(chars):.0f}, max {max(chars):,}; tokens median {int(np.median(toks))}, "
         f"mean {np.mean(toks):.0f}; {cut} prompts cut at max_seq_length {model.max_seq_length}",
         "mix: " + ", ".join(f"{share:.0%} {name}" for name, _load, share in MIX),
-        f"batch size {BATCH}, one warm-up, best of {REPS} passes over all prompts",
+        f"batch size {BATCH}, one warm-up, best of {REPS} passes over all prompts "
+        f"(one pass if a pass takes over {SLOW:.0f} s)",
     ]
 
 
@@ -460,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     export = ensure_exports(model, model_path, target)
     print(machine_line())
     print(load_line())
-    print(f"model: {model_path} (dim {model.get_sentence_embedding_dimension()})")
+    print(f"model: {model_path} (dim {dimension(model)})")
     for note in [*prompt_notes(prompts, model), *export.notes]:
         print(note)
     rows = [

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from spanwatch import __version__
@@ -177,9 +177,14 @@ class Service:
         idle_since: float | None = None
         try:
             while not self._stop.is_set():
-                records = self._consumer.poll(
-                    timeout_ms=self.k.poll_timeout_ms, max_records=self.k.max_poll_records
-                )
+                try:
+                    records = self._consumer.poll(
+                        timeout_ms=self.k.poll_timeout_ms, max_records=self.k.max_poll_records
+                    )
+                except KafkaError as e:  # the broker is away: wait, never give up
+                    log.warning("poll failed (%s); retrying in 1s", e)
+                    self._stop.wait(1.0)
+                    continue
                 self._apply_assignments()
                 if records:
                     idle_since = None
@@ -188,17 +193,28 @@ class Service:
                 elif exit_when_idle is not None:
                     now = time.monotonic()
                     idle_since = idle_since or now
-                    if now - idle_since >= exit_when_idle and self._caught_up():
+                    if now - idle_since >= exit_when_idle and self._safe(self._caught_up):
                         log.info("caught up and idle for %.1fs: stopping", exit_when_idle)
                         break
                 due = time.monotonic() - self._last_checkpoint >= self.k.checkpoint_interval_s
                 if due:
-                    self._checkpoint(list(self.parts))
-                    self._update_gauges()
+                    self._safe(lambda: self._checkpoint(list(self.parts)))
+                    self._safe(self._update_gauges)
                 self._watch_stalls()
             self._checkpoint(list(self.parts))
         finally:
             self._close()
+
+    @staticmethod
+    def _safe(step: Any) -> Any:
+        """Runs a step that talks to the broker; while the broker is away it
+        logs and returns None, and the loop tries again on its next turn
+        (nothing is committed that was not delivered)."""
+        try:
+            return step()
+        except KafkaError as e:
+            log.warning("%s failed (%s); will retry", getattr(step, "__name__", "step"), e)
+            return None
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -239,7 +255,17 @@ class Service:
         todo = sorted(self._pending_assign)
         self._pending_assign.clear()
         for p in todo:
-            self.parts[p] = self._restore(p)
+            # No record of a partition may be processed before its state is
+            # back, so a restore that meets a broker outage is retried.
+            while True:
+                try:
+                    self.parts[p] = self._restore(p)
+                    break
+                except KafkaError as e:
+                    if self._stop.is_set():
+                        raise
+                    log.warning("restoring partition %d failed (%s); retrying in 1s", p, e)
+                    self._stop.wait(1.0)
 
     def _restore(self, p: int) -> _Partition:
         """Reads partition p of the state topic from the start to its end."""
@@ -293,13 +319,13 @@ class Service:
         return ev
 
     def _process(self, records: dict[Any, list[Any]]) -> None:
-        per_part: dict[int, list[tuple[int, Event]]] = {}
+        per_part: dict[int, list[tuple[Any, Event]]] = {}
         for tp, recs in records.items():
             part = self.parts.get(tp.partition)
             if part is None:
                 log.warning("records for unassigned partition %d dropped", tp.partition)
                 continue
-            good: list[tuple[int, Event]] = []
+            good: list[tuple[Any, Event]] = []
             for r in recs:
                 got = self._parse(r)
                 if isinstance(got, str):
@@ -307,7 +333,7 @@ class Service:
                 elif part.restored.get(got.client_id, -1) >= r.offset:
                     self.metrics.skipped.inc()
                 else:
-                    good.append((r.offset, got))
+                    good.append((r, got))
             if recs:
                 part.next_offset = recs[-1].offset + 1
                 part.last_record = time.monotonic()
@@ -317,18 +343,39 @@ class Service:
         if not flat:
             return
         det = next(iter(self.parts.values())).detector
-        emb = det.embed(flat)
+        try:
+            emb = det.embed(flat)
+        except Exception as e:  # one bad prompt must not stop the batch
+            log.warning("embedding the batch failed (%s): retrying event by event", e)
+            emb = None
         start = 0
         for p, evs in per_part.items():
             part = self.parts[p]
-            events = [ev for _, ev in evs]
-            alerts = part.detector.observe(events, emb[start : start + len(events)])
-            start += len(events)
-            for off, ev in evs:
-                part.dirty[ev.client_id] = off
-            for a in alerts:
+            rows = None if emb is None else emb[start : start + len(evs)]
+            start += len(evs)
+            for a in self._observe(part, evs, rows):
                 self._send_alert(a)
         self.metrics.events.inc(len(flat))
+
+    def _observe(self, part: _Partition, evs: list[tuple[Any, Event]], emb: Any) -> list[Alert]:
+        """Observes a partition's events; if the batch fails as a whole, one
+        event at a time, dead-lettering only the events that fail alone."""
+        events = [ev for _, ev in evs]
+        try:
+            alerts = part.detector.observe(events, emb)
+            done = evs
+        except Exception as e:
+            log.warning("a batch of %d events failed (%s): retrying one by one", len(evs), e)
+            alerts, done = [], []
+            for r, ev in evs:
+                try:
+                    alerts += part.detector.observe([ev])
+                    done.append((r, ev))
+                except Exception as e1:
+                    self._dead_letter(r, f"processing failed: {e1}")
+        for r, ev in done:
+            part.dirty[ev.client_id] = r.offset
+        return alerts
 
     def _send_alert(self, a: Alert) -> None:
         if self.k.alerts_format == "ocsf":
