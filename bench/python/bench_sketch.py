@@ -359,6 +359,35 @@ def child_memory(clients: int, per_client: int = 5, chunk: int = 2_000) -> dict[
     }
 
 
+def child_flood(ids: int, cap: int, chunk: int = 20_000) -> dict[str, float]:
+    """A client-id flood: `ids` unique client ids, one event each, into a
+    store capped at `cap` clients. RSS growth is sampled as the flood goes."""
+    rng = np.random.default_rng(3)
+    warm = new_store(10)
+    warm.update(["w"], ["w"], random_cells(rng, 1), np.zeros(1))
+    del warm
+    store = new_store(cap)
+    before = trimmed_rss()
+    peak = 0
+    t0 = time.perf_counter()
+    for lo in range(0, ids, chunk):
+        n = min(chunk, ids - lo)
+        batch = [f"flood-{i:09d}" for i in range(lo, lo + n)]
+        store.update(batch, batch, random_cells(rng, n), np.zeros(n))
+        if (lo // chunk) % 25 == 0:
+            peak = max(peak, rss_bytes() - before)
+    seconds = time.perf_counter() - t0
+    peak = max(peak, rss_bytes() - before)
+    return {
+        "ids": float(ids),
+        "held": float(len(store)),
+        "evictions": float(store.evictions),
+        "peak_growth": float(peak),
+        "cap_estimate": float(cap * store.bytes_per_client(15)),
+        "seconds": seconds,
+    }
+
+
 # ---------------------------------------------------------------- benchmarks
 
 
@@ -526,6 +555,23 @@ def bench_memory(sizes: Sizes) -> list[list[str]]:
     return rows
 
 
+def bench_flood(quick: bool) -> list[list[str]]:
+    ids, cap = (1_000_000, 50_000) if quick else (10_000_000, 100_000)
+    status(f"client-id flood, {ids:,} unique ids into a store capped at {cap:,}")
+    got = run_child("flood", os.cpu_count() or 1, quick, ["--clients", str(cap)])
+    return [
+        [
+            f"{got['ids']:,.0f}",
+            f"{cap:,}",
+            f"{got['held']:,.0f}",
+            f"{got['evictions']:,.0f}",
+            f"{got['peak_growth'] / 2**20:,.1f}",
+            f"{got['cap_estimate'] / 2**20:,.1f}",
+            f"{got['ids'] / got['seconds']:,.0f}",
+        ]
+    ]
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -548,18 +594,23 @@ def table(title: str, head: list[str], rows: list[list[str]]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs, skip 1M clients")
-    ap.add_argument("--only", choices=["minhash", "coverage", "memory"])
-    ap.add_argument("--child", choices=["minhash", "coverage", "memory"], help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=["minhash", "coverage", "memory", "flood"])
+    ap.add_argument(
+        "--child", choices=["minhash", "coverage", "memory", "flood"], help=argparse.SUPPRESS
+    )
     ap.add_argument("--clients", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    want = [args.only] if args.only else ["minhash", "coverage", "memory"]
+    want = [args.only] if args.only else ["minhash", "coverage", "memory", "flood"]
 
     if args.child:
         children = {
             "minhash": lambda: child_minhash(sizes),
             "coverage": lambda: child_coverage(sizes),
             "memory": lambda: child_memory(args.clients),
+            "flood": lambda: child_flood(
+                1_000_000 if args.quick else 10_000_000, args.clients or 100_000
+            ),
         }
         print(json.dumps(children[args.child]()))
         return
@@ -605,6 +656,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             "RSS after malloc_trim)",
             ["clients", "RSS growth MiB", "RSS bytes/client", "bytes_per_client()", "RSS/est"],
             rows,
+        )
+    if "flood" in want:
+        table(
+            "Client-id flood (unique ids, one event each, fresh process; RSS growth sampled)",
+            [
+                "ids sent",
+                "cap",
+                "clients held",
+                "evictions",
+                "peak RSS growth MiB",
+                "cap x bytes_per_client() MiB",
+                "events/s",
+            ],
+            bench_flood(args.quick),
         )
     print(f"\nat the end, {load_line()}")
 
