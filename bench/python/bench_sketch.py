@@ -15,6 +15,7 @@ What is measured, in one run:
    the coverage bits.
 3. memory: RSS growth per client of a store holding N clients (fresh process per N),
    next to the store's own `bytes_per_client` estimate.
+4. flood: 10M unique client ids into a store capped at 100k clients; RSS stays bounded.
 
 Timings use time.perf_counter, one warm-up, best of 3.
 

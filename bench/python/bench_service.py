@@ -1,0 +1,504 @@
+"""End-to-end throughput of `spanwatch run` through a real local Kafka broker.
+
+What is measured, in one run, on the same machine:
+
+A. raw embedder: `SentenceTransformerEmbedder().embed(prompts)`, batch 64, on simulated
+   prompts, no embedding cache (the baseline of row B).
+B. `spanwatch run` on prompt-only events: the same prompts are produced to a fresh topic,
+   then the service runs as a child process (`python -m spanwatch.cli run`, cache off).
+   Events/s is taken from its Prometheus counter `spanwatch_events_total`, polled every
+   0.1 s: (last value - first non-zero value) / (time between them), so model load,
+   topic creation and the idle wait at the end are not counted. Target: B/A >= 0.9.
+C. `spanwatch run` on events that carry a precomputed `embedding` (384 floats rounded to
+   4 decimals), N = 50,000 (10,000 with --quick), pre-produced. Target: >= 50k events/s.
+D. lag at 80% of row C's rate: a thread produces at a steady rate while the service
+   runs; every second, lag = records produced - `spanwatch_events_total`. Reports max lag
+   and whether it grows (last third of the samples against the first third).
+
+A broker is started with scripts/kafka.sh in its own KAFKA_HOME and on free ports, and is
+always stopped at the end. Run from the repo root:
+
+    python bench/python/bench_service.py            # full run, a few minutes
+    python bench/python/bench_service.py --quick    # smaller inputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO / "scripts" / "kafka.sh"
+OTHERS = "others' cpus"
+TARGET_RATIO = 0.9
+TARGET_EPS = 50_000.0
+EVENTS_RE = re.compile(r"^spanwatch_events_total\s+([0-9.eE+]+)", re.M)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    prompts: int  # rows A and B
+    embedded: int  # row C
+    unique_vectors: int  # distinct precomputed embeddings reused in row C
+    lag_seconds: float  # row D
+
+
+FULL = Sizes(2_000, 50_000, 2_000, 20.0)
+QUICK = Sizes(600, 10_000, 600, 10.0)
+
+
+@dataclass
+class Row:
+    name: str
+    events: int
+    eps: float
+    others: float
+    ratio: str = ""
+    target: str = ""
+    met: str = ""
+
+
+# ---------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_line() -> str:
+    return (
+        f"machine: {os.cpu_count()} cpus, {cpu_model()}, "
+        f"python {platform.python_version()}, numpy {np.__version__}, {platform.system()}"
+    )
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(idle, total) jiffies over all cpus, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def load_line(window: float = 1.0) -> str:
+    one, five, _ = os.getloadavg()
+    idle0, total0 = cpu_ticks()
+    time.sleep(window)
+    idle1, total1 = cpu_ticks()
+    idle = (idle1 - idle0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min); idle cpus over 1 s: {idle:.1f}"
+
+
+def busy_cpus(run: Callable[[], T]) -> tuple[T, float]:
+    """Calls `run`; also returns how many cpus the whole machine kept busy meanwhile
+    (broker, service and this process included: row B/C/D use all of them)."""
+    idle0, total0 = cpu_ticks()
+    wall0 = time.perf_counter()
+    out = run()
+    idle1, total1 = cpu_ticks()
+    busy = (total1 - total0 - (idle1 - idle0)) / os.sysconf("SC_CLK_TCK")
+    return out, busy / (time.perf_counter() - wall0)
+
+
+def status(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- broker
+
+
+def free_port(low: int = 20_000, high: int = 32_000, skip: int = 0) -> int:
+    rng = np.random.default_rng()
+    while True:
+        port = int(rng.integers(low, high))
+        if port == skip:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+class Broker:
+    """scripts/kafka.sh with its own KAFKA_HOME and ports."""
+
+    def __init__(self, home: Path) -> None:
+        port = free_port()
+        self.env = {
+            **os.environ,
+            "KAFKA_HOME": str(home),
+            "KAFKA_PORT": str(port),
+            "KAFKA_CONTROLLER_PORT": str(free_port(skip=port)),
+        }
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def sh(self, *args: str, timeout: float = 300) -> None:
+        subprocess.run(["bash", str(KAFKA_SH), *args], env=self.env, check=True, timeout=timeout)
+
+    def start(self) -> None:
+        self.sh("setup")
+        self.sh("start", timeout=120)
+        self.sh("wait", "90", timeout=120)
+
+    def stop(self) -> None:
+        self.sh("stop", timeout=90)
+
+
+# ---------------------------------------------------------------- traffic
+
+
+def prompts_events(n: int, seed: int) -> list[dict[str, Any]]:
+    """At least n simulated events (seeds from `seed` up), cut to n."""
+    from spanwatch.simulate import simulate
+
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        evs, _ = simulate(seed=seed)
+        out += evs
+        seed += 1
+    return out[:n]
+
+
+def embedded_events(base: list[dict[str, Any]], vectors: np.ndarray, n: int) -> list[bytes]:
+    """n JSON events that reuse `base` prompts and their vectors round-robin, with the
+    client ids suffixed per pass so that clients keep growing."""
+    out = []
+    for i in range(n):
+        j = i % len(base)
+        ev = dict(base[j])
+        ev["client_id"] = f"{ev['client_id']}-{i // len(base)}"
+        ev["event_id"] = f"e{i}"
+        ev["embedding"] = [round(float(x), 4) for x in vectors[j]]
+        out.append(json.dumps(ev, separators=(",", ":")).encode())
+    return out
+
+
+def encode(events: list[dict[str, Any]]) -> list[bytes]:
+    return [json.dumps(e, separators=(",", ":")).encode() for e in events]
+
+
+def producer(bootstrap: str) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=[bootstrap],
+        acks=1,
+        linger_ms=20,
+        batch_size=1 << 20,
+        max_request_size=8 << 20,
+    )
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    p = producer(bootstrap)
+    for v in values:
+        p.send(topic, key=_key(v), value=v)
+    p.flush(timeout=300)
+    p.close()
+
+
+def _key(value: bytes) -> bytes:
+    i = value.index(b'"client_id":"') + len(b'"client_id":"')
+    return value[i : value.index(b'"', i)]
+
+
+# ---------------------------------------------------------------- service
+
+
+@dataclass
+class Run:
+    """One `spanwatch run` child with topics and group unique to it."""
+
+    bootstrap: str
+    space: Path
+    workdir: Path
+    tag: str
+
+    def __post_init__(self) -> None:
+        self.prompts_topic = f"bench-prompts-{self.tag}"
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        k = "SPANWATCH_KAFKA__"
+        return {
+            **os.environ,
+            f"{k}BOOTSTRAP_SERVERS": self.bootstrap,
+            f"{k}PROMPTS_TOPIC": self.prompts_topic,
+            f"{k}ALERTS_TOPIC": f"bench-alerts-{self.tag}",
+            f"{k}DEAD_LETTER_TOPIC": f"bench-dead-{self.tag}",
+            f"{k}STATE_TOPIC": f"bench-state-{self.tag}",
+            f"{k}GROUP_ID": f"bench-group-{self.tag}",
+            "SPANWATCH_SECRET_KEY": "bench-" + uuid.uuid4().hex,
+            "SPANWATCH_EMBED__CACHE": "false",
+        }
+
+    def create_topics(self) -> None:
+        from spanwatch.config import Settings
+        from spanwatch.stream import ensure_topics
+
+        old = dict(os.environ)
+        os.environ.update(self.env())
+        try:
+            ensure_topics(Settings().kafka)
+        finally:
+            os.environ.clear()
+            os.environ.update(old)
+
+    def start(self, idle: float = 3.0) -> None:
+        cmd = [
+            sys.executable, "-m", "spanwatch.cli", "run", "--space", str(self.space),
+            "--exit-when-idle", str(idle), "--metrics-port", str(self.metrics_port),
+        ]  # fmt: skip
+        log = (self.workdir / f"run-{self.tag}.log").open("wb")
+        self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=log)
+
+    def events(self) -> float | None:
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                m = EVENTS_RE.search(r.read().decode())
+            return float(m.group(1)) if m else None
+        except OSError:
+            return None
+
+    def wait(self, timeout: float) -> list[tuple[float, float]]:
+        """Polls the events counter until the child exits; returns (time, count) samples."""
+        assert self.proc is not None
+        samples: list[tuple[float, float]] = []
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.terminate()
+                self.proc.wait(60)
+                raise RuntimeError(f"service run {self.tag} timed out (log in {self.workdir})")
+            v = self.events()
+            if v is not None:
+                samples.append((time.perf_counter(), v))
+            time.sleep(0.1)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"service run {self.tag} exited {self.proc.returncode}")
+        return samples
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def rate(samples: list[tuple[float, float]], n: int) -> float:
+    """Events/s between the first non-zero sample and the first sample that reached the
+    final count (the service is idle after that)."""
+    live = [(t, v) for t, v in samples if v > 0]
+    if len(live) < 2:
+        raise RuntimeError("too few metric samples to time the run")
+    final = live[-1][1]
+    if final < n:
+        raise RuntimeError(f"service processed {final:.0f} of {n} events")
+    t_end = next(t for t, v in live if v >= final)
+    t0, v0 = live[0]
+    return (final - v0) / max(t_end - t0, 1e-9)
+
+
+def service_eps(run: Run, values: list[bytes], timeout: float) -> float:
+    run.create_topics()
+    produce(run.bootstrap, run.prompts_topic, values)
+    run.start()
+    try:
+        return rate(run.wait(timeout), len(values))
+    finally:
+        run.kill()
+
+
+# ---------------------------------------------------------------- rows
+
+
+def row_embedder(prompts: list[str]) -> float:
+    from spanwatch.embed import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(batch_size=64)
+    emb.embed(prompts[:64])  # warm-up
+    t0 = time.perf_counter()
+    emb.embed(prompts)
+    return len(prompts) / (time.perf_counter() - t0)
+
+
+def fit_space(events: list[dict[str, Any]], vectors: np.ndarray, out: Path) -> None:
+    """Fits the space once on events that carry their embeddings (no second embedding)."""
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+    from spanwatch.events import parse_event
+
+    evs = [
+        parse_event(json.dumps({**e, "embedding": v.tolist()}).encode())
+        for e, v in zip(events, vectors, strict=True)
+    ]
+    Detector(Settings()).fit_space(evs).save(out)
+
+
+def lag_run(run: Run, values: list[bytes], eps: float, seconds: float) -> tuple[int, str]:
+    """Produces at `eps` for `seconds` while the service runs; returns max lag and trend."""
+    n = int(eps * seconds)
+    msgs = [values[i % len(values)] for i in range(n)]
+    produced = [0]
+    run.create_topics()
+    run.start(idle=3.0)
+    while run.events() is None:  # wait for the service to be up
+        time.sleep(0.2)
+
+    def feed() -> None:
+        p = producer(run.bootstrap)
+        t0 = time.perf_counter()
+        for i, v in enumerate(msgs):
+            p.send(run.prompts_topic, key=_key(v), value=v)
+            produced[0] = i + 1
+            ahead = (i + 1) / eps - (time.perf_counter() - t0)
+            if ahead > 0.002:
+                time.sleep(ahead)
+        p.flush(timeout=300)
+        p.close()
+
+    th = threading.Thread(target=feed, daemon=True)
+    th.start()
+    lags: list[float] = []
+    t_start = time.perf_counter()
+    while th.is_alive():
+        time.sleep(1.0)
+        v = run.events() or 0.0
+        lags.append(produced[0] - v)
+    actual = n / (time.perf_counter() - t_start)
+    try:
+        run.wait(timeout=600)
+    finally:
+        run.kill()
+    third = max(len(lags) // 3, 1)
+    first, last = float(np.mean(lags[:third])), float(np.mean(lags[-third:]))
+    grows = "grows" if last > 2 * first + eps else "bounded"
+    status(f"lag samples: {[int(x) for x in lags]}; achieved produce rate {actual:,.0f}/s")
+    return int(max(lags)), f"{grows} (first third mean {first:,.0f}, last third {last:,.0f})"
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_table(rows: list[Row]) -> None:
+    head = ["row", "events", "events/s", "ratio", "target", "met?", OTHERS]
+    body = [
+        [r.name, f"{r.events:,}", f"{r.eps:,.0f}", r.ratio, r.target, r.met, f"{r.others:.1f}"]
+        for r in rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    for line in [head, ["-" * w for w in widths], *body]:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--quick", action="store_true", help="smaller inputs")
+    ap.add_argument("--no-lag", action="store_true", help="skip row D")
+    args = ap.parse_args()
+    size = QUICK if args.quick else FULL
+    os.environ["SPANWATCH_EMBED__CACHE"] = "false"
+    print(machine_line())
+    print(load_line())
+    print(
+        "(the last column is the cpus the whole machine kept busy during the row: "
+        "broker, service and producer included for B-D)"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        work = Path(tmp)
+        broker = Broker(work / "kafka")
+        status(f"starting a broker on {broker.bootstrap} (KAFKA_HOME {work / 'kafka'})")
+        broker.start()
+        try:
+            rows, lag = measure(size, broker.bootstrap, work, not args.no_lag)
+        finally:
+            status("stopping the broker")
+            broker.stop()
+    print_table(rows)
+    if lag is not None:
+        print(f"D. lag at 80% of row C's rate: max {lag[0]:,} events, {lag[1]}")
+    summarize(rows)
+
+
+def measure(
+    size: Sizes, bootstrap: str, work: Path, with_lag: bool
+) -> tuple[list[Row], tuple[int, str] | None]:
+    from spanwatch.embed import SentenceTransformerEmbedder
+
+    status(f"simulating {size.prompts} prompt events")
+    base = prompts_events(size.prompts, seed=int(time.time()) % 100_000 + 1000)
+    prompts = [str(e["prompt"]) for e in base]
+    status("row A: raw embedder")
+    eps_a, busy_a = busy_cpus(lambda: row_embedder(prompts))
+    status(f"row A: {eps_a:,.1f} prompts/s; embedding vectors for rows C/D and the space")
+    n_vec = min(size.unique_vectors, len(base))
+    vectors = SentenceTransformerEmbedder(batch_size=64).embed(prompts[:n_vec])
+    space = work / "space.npz"
+    fit_space(base[:n_vec], np.asarray(vectors), space)
+    tag = uuid.uuid4().hex[:8]
+    status("row B: service on prompt-only events")
+    run_b = Run(bootstrap, space, work, f"{tag}-b")
+    eps_b, busy_b = busy_cpus(lambda: service_eps(run_b, encode(base), 1800))
+    status(f"row B: {eps_b:,.1f} events/s; encoding {size.embedded} embedded events")
+    values = embedded_events(base[:n_vec], np.asarray(vectors), size.embedded)
+    status(f"row C: {len(values)} events, {sum(map(len, values)) / len(values):,.0f} B each")
+    run_c = Run(bootstrap, space, work, f"{tag}-c")
+    eps_c, busy_c = busy_cpus(lambda: service_eps(run_c, values, 900))
+    ratio = eps_b / eps_a
+    rows = [
+        Row("A. raw embedder (batch 64, no cache)", len(prompts), eps_a, busy_a),
+        Row(
+            "B. spanwatch run, prompts only", len(prompts), eps_b, busy_b,
+            f"{ratio:.2f} of A", ">= 0.90 of A", "yes" if ratio >= TARGET_RATIO else "no",
+        ),
+        Row(
+            "C. spanwatch run, precomputed embeddings", len(values), eps_c, busy_c,
+            f"{eps_c / TARGET_EPS:.2f} of target", ">= 50,000/s",
+            "yes" if eps_c >= TARGET_EPS else "no",
+        ),
+    ]  # fmt: skip
+    lag = None
+    if with_lag:
+        status(f"row D: producing at {0.8 * eps_c:,.0f}/s for {size.lag_seconds:.0f}s")
+        run_d = Run(bootstrap, space, work, f"{tag}-d")
+        lag = lag_run(run_d, values, 0.8 * eps_c, size.lag_seconds)
+    return rows, lag
+
+
+def summarize(rows: list[Row]) -> None:
+    for r in rows[1:]:
+        if r.met == "no":
+            print(f"missed: {r.name}: {r.eps:,.0f} events/s, {r.ratio} (target {r.target})")
+
+
+if __name__ == "__main__":
+    main()
