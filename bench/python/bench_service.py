@@ -49,6 +49,7 @@ KAFKA_SH = REPO / "scripts" / "kafka.sh"
 OTHERS = "others' cpus"
 TARGET_RATIO = 0.9
 TARGET_EPS = 50_000.0
+FIT_POINTS = 20_000
 EVENTS_RE = re.compile(r"^spanwatch_events_total\s+([0-9.eE+]+)", re.M)
 
 T = TypeVar("T")
@@ -352,14 +353,21 @@ def row_embedder(prompts: list[str]) -> float:
 
 
 def fit_space(events: list[dict[str, Any]], vectors: np.ndarray, out: Path) -> None:
-    """Fits the space once on events that carry their embeddings (no second embedding)."""
+    """Fits the space once on events that carry their embeddings."""
     from spanwatch.config import Settings
     from spanwatch.detector import Detector
     from spanwatch.events import parse_event
 
+    # The finest level (4096 cells) needs ~16k points; to spare embedding that many
+    # prompts, the vectors are repeated with small noise (throughput does not depend on
+    # where the cells lie).
+    rng = np.random.default_rng(0)
+    copies = -(-FIT_POINTS // len(vectors))
+    pts = np.concatenate([vectors + rng.normal(0, 0.02, vectors.shape) for _ in range(copies)])
+    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
     evs = [
-        parse_event(json.dumps({**e, "embedding": v.tolist()}).encode())
-        for e, v in zip(events, vectors, strict=True)
+        parse_event(json.dumps({**events[i % len(events)], "embedding": v.tolist()}).encode())
+        for i, v in enumerate(pts)
     ]
     Detector(Settings()).fit_space(evs).save(out)
 

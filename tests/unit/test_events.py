@@ -126,20 +126,20 @@ def test_wrong_type_is_refused_naming_the_field(fields: dict[str, Any], expected
 @pytest.mark.parametrize(
     ("embedding", "where"),
     [
-        ("0.1 0.2", "must be a list of numbers"),
-        ({"x": 1.0}, "must be a list of numbers"),
-        ([0.1, "abc"], "item 1 is not a number"),
+        ("0.1 0.2", "embedding: Input should be a valid tuple"),
+        ({"x": 1.0}, "embedding: Input should be a valid tuple"),
+        ([0.1, "abc"], "embedding.1: Input should be a valid number"),
     ],
 )
 def test_embedding_that_is_not_a_list_of_numbers_is_refused(embedding: Any, where: str) -> None:
-    reason = reason_of(record(embedding=embedding))
-    assert reason.startswith("embedding:")
-    assert reason.endswith(where)
+    assert reason_of(record(embedding=embedding)) == where
 
 
 @pytest.mark.parametrize("embedding", [[True, False, 0.5], ["0.5", 0.25, 0.75]])
 def test_embedding_with_booleans_or_numeric_strings_is_refused(embedding: list[Any]) -> None:
-    reason_of(record(embedding=embedding))
+    assert reason_of(record(embedding=embedding)).startswith(
+        "embedding.0: Input should be a valid number"
+    )
 
 
 def test_embedding_list_of_numbers_is_kept_as_floats() -> None:
