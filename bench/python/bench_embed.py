@@ -34,10 +34,8 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import json
 import os
 import platform
-import random
 import resource
 import sys
 import time
@@ -55,6 +53,14 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch.embed import _bundled_model_path, _weights_digest, default_cache_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sketch import (
+    MIX,
+    cpu_ticks,
+    load_prompts,
+    status,
+)
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BATCH = 64
@@ -109,12 +115,6 @@ def machine_line() -> str:
     )
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(idle, total) jiffies over all cpus, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields)
-
-
 def load_line(window: float = 1.0) -> str:
     one, five, _ = os.getloadavg()
     idle0, total0 = cpu_ticks()
@@ -129,85 +129,7 @@ def own_cpu() -> float:
     return me.ru_utime + me.ru_stime
 
 
-def status(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------- data
-
-
-def read_json(path: Path) -> list[dict[str, str]]:
-    return list(json.loads(path.read_text(encoding="utf-8")))
-
-
-def with_input(rows: list[dict[str, str]]) -> list[str]:
-    return [(r["instruction"] + "\n" + r.get("input", "")).strip() for r in rows]
-
-
-def clinc() -> list[str]:
-    data = json.loads((DATA / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
-    return [text for split in data.values() for text, _intent in split]
-
-
-def hwu64() -> list[str]:
-    out = []
-    for path in sorted((DATA / "hwu64_nlu_eval" / "KFold_1").glob("*/*.csv")):
-        with path.open(encoding="utf-8", newline="") as f:
-            out += [row["answer_from_user"] for row in csv.DictReader(f, delimiter=";")]
-    return out
-
-
-def gpteacher(name: str) -> list[str]:
-    return with_input(read_json(DATA / "gpteacher" / name))
-
-
-def alpaca() -> list[str]:
-    return with_input(read_json(DATA / "llamafactory_alpaca_en_demo" / "alpaca_en_demo.json"))
-
-
-def awesome() -> list[str]:
-    path = DATA / "awesome_chatgpt_prompts" / "prompts_2026-03-20_pseudonymized.csv"
-    with path.open(encoding="utf-8", newline="") as f:
-        return [row["prompt"] for row in csv.DictReader(f)]
-
-
-def t0() -> list[str]:
-    folder = DATA / "self_instruct" / "t0_train_50k_data_per_template_first20"
-    out = []
-    for path in sorted(folder.glob("*.jsonl")):
-        with path.open(encoding="utf-8") as f:
-            out += [json.loads(line)["prompt"] for line in f if line.strip()]
-    return out
-
-
-# Share of the prompt mix per source: half short assistant queries, half long prompts
-# (the same mix as bench_sketch.py).
-MIX: list[tuple[str, Callable[[], list[str]], float]] = [
-    ("clinc150", clinc, 0.40),
-    ("hwu64", hwu64, 0.10),
-    ("gpteacher codegen", lambda: gpteacher("codegen-instruct.json"), 0.12),
-    ("gpteacher toolformer", lambda: gpteacher("toolformer-dedupe-only-dataset.json"), 0.12),
-    (
-        "gpteacher roleplay",
-        lambda: gpteacher("roleplay-simple-deduped-roleplay-instruct.json"),
-        0.06,
-    ),
-    ("alpaca demo", alpaca, 0.05),
-    ("awesome prompts", awesome, 0.05),
-    ("t0 templates", t0, 0.10),
-]
-
-
-def load_prompts(n: int, seed: int = 0) -> list[str]:
-    """A deterministic shuffled mix of n real prompts."""
-    rng = random.Random(seed)
-    out: list[str] = []
-    for _name, load, share in MIX:
-        pool = [p for p in load() if p.strip()]
-        k = round(n * share)
-        out += rng.sample(pool, k) if k <= len(pool) else rng.choices(pool, k=k)
-    rng.shuffle(out)
-    return out[:n]
 
 
 # ---------------------------------------------------------------- models

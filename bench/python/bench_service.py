@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -43,6 +42,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sketch import (
+    cpu_ticks,
+    machine_line,
+    status,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SH = REPO / "scripts" / "kafka.sh"
@@ -81,29 +87,6 @@ class Row:
 # ---------------------------------------------------------------- machine
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_line() -> str:
-    return (
-        f"machine: {os.cpu_count()} cpus, {cpu_model()}, "
-        f"python {platform.python_version()}, numpy {np.__version__}, {platform.system()}"
-    )
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(idle, total) jiffies over all cpus, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields)
-
-
 def load_line(window: float = 1.0) -> str:
     one, five, _ = os.getloadavg()
     idle0, total0 = cpu_ticks()
@@ -122,10 +105,6 @@ def busy_cpus(run: Callable[[], T]) -> tuple[T, float]:
     idle1, total1 = cpu_ticks()
     busy = (total1 - total0 - (idle1 - idle0)) / os.sysconf("SC_CLK_TCK")
     return out, busy / (time.perf_counter() - wall0)
-
-
-def status(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- broker
