@@ -36,7 +36,6 @@ import csv
 import gc
 import os
 import platform
-import resource
 import sys
 import time
 import warnings
@@ -58,7 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sketch import (
     MIX,
     cpu_ticks,
+    load_line,
     load_prompts,
+    own_cpu,
     status,
 )
 
@@ -113,20 +114,6 @@ def machine_line() -> str:
         f"onnxruntime {onnxruntime.__version__}, "
         f"sentence-transformers {sentence_transformers.__version__}, {platform.system()}"
     )
-
-
-def load_line(window: float = 1.0) -> str:
-    one, five, _ = os.getloadavg()
-    idle0, total0 = cpu_ticks()
-    time.sleep(window)
-    idle1, total1 = cpu_ticks()
-    idle = (idle1 - idle0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min); idle cpus over 1 s: {idle:.1f}"
-
-
-def own_cpu() -> float:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    return me.ru_utime + me.ru_stime
 
 
 # ---------------------------------------------------------------- data

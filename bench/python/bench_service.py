@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sketch import (
     cpu_ticks,
+    load_line,
     machine_line,
     status,
 )
@@ -85,15 +86,6 @@ class Row:
 
 
 # ---------------------------------------------------------------- machine
-
-
-def load_line(window: float = 1.0) -> str:
-    one, five, _ = os.getloadavg()
-    idle0, total0 = cpu_ticks()
-    time.sleep(window)
-    idle1, total1 = cpu_ticks()
-    idle = (idle1 - idle0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min); idle cpus over 1 s: {idle:.1f}"
 
 
 def busy_cpus(run: Callable[[], T]) -> tuple[T, float]:
