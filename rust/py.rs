@@ -196,6 +196,19 @@ impl PySketchStore {
         Ok(PyArray1::from_vec(py, flat).reshape([n, width])?.into_any())
     }
 
+    /// Densified MinHash signatures, `(n, num_perm)` uint32, one row per id
+    /// (zeros for unknown ids): for LSH across clients.
+    fn signatures<'py>(
+        &self,
+        py: Python<'py>,
+        client_ids: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let width = self.inner.config().num_perm;
+        let n = client_ids.len();
+        let flat = self.inner.signatures(&strs(&client_ids));
+        Ok(PyArray1::from_vec(py, flat).reshape([n, width])?.into_any())
+    }
+
     /// Estimated Jaccard index of two clients' prompt shingles.
     fn jaccard(&self, a: &str, b: &str) -> PyResult<f64> {
         Ok(self.inner.jaccard(a, b)?)
@@ -310,6 +323,22 @@ impl PySketchStore {
     /// Puts a client from `snapshot_client()` bytes into this store; returns its id.
     fn restore_client(&mut self, data: &[u8]) -> PyResult<String> {
         Ok(self.inner.restore_client(data)?)
+    }
+
+    /// Versioned, checksummed bytes of one client's summary: the sketch
+    /// without its ring of recent prompts (counts, coverage bitsets, cell
+    /// histogram, MinHash signature, HyperLogLog, evidence).
+    fn summary<'py>(&self, py: Python<'py>, client_id: &str) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(
+            py,
+            &snapshot::summary_to_bytes(&self.inner, client_id)?,
+        ))
+    }
+
+    /// Puts a client from `summary()` bytes into this store (its ring of
+    /// recent prompts empty), replacing any of the same id; returns its id.
+    fn restore_summary(&mut self, data: &[u8]) -> PyResult<String> {
+        Ok(self.inner.restore_summary(data)?)
     }
 
     /// Public fingerprint of the secret, as hex.

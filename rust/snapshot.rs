@@ -1,4 +1,6 @@
-//! Versioned, checksummed bytes for a whole store or one client.
+//! Versioned, checksummed bytes for a whole store, one client, or one
+//! client's summary (its sketch without the ring of recent prompts, which is
+//! what group detection needs and about half the size).
 //!
 //! Layout (little endian):
 //! `magic[8] | version u16 | kind u8 | 0u8 | key fingerprint u64 | body length u64 | body | crc32 u32`
@@ -16,6 +18,7 @@ const MAGIC: &[u8; 8] = b"SPANWTCH";
 pub const VERSION: u16 = 2;
 const KIND_STORE: u8 = 1;
 const KIND_CLIENT: u8 = 2;
+const KIND_SUMMARY: u8 = 3;
 const HEADER: usize = 8 + 2 + 1 + 1 + 8 + 8;
 
 fn err<T>(msg: impl Into<String>) -> CoreResult<T> {
@@ -127,14 +130,16 @@ fn read_config(r: &mut Reader) -> CoreResult<SketchConfig> {
     Ok(c)
 }
 
-fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize) {
+fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize, ring: bool) {
     w.u64(s.count);
     w.f64(s.first_ts);
     w.f64(s.last_ts);
     w.u64(s.near_dups);
     w.u8(s.alert_level);
     w.f64(s.evidence);
-    w.u32(s.recent_pos);
+    if ring {
+        w.u32(s.recent_pos);
+    }
     for &n in &s.novelty[..levels] {
         w.0.extend_from_slice(&n.to_le_bytes());
     }
@@ -142,7 +147,9 @@ fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize) {
     s.bits.iter().for_each(|&v| w.u64(v));
     s.hist.iter().for_each(|&v| w.u16(v));
     w.0.extend_from_slice(&s.hll);
-    s.recent.iter().for_each(|&v| w.u32(v));
+    if ring {
+        s.recent.iter().for_each(|&v| w.u32(v));
+    }
 }
 
 fn sketch_bytes(c: &SketchConfig) -> usize {
@@ -159,7 +166,7 @@ fn sketch_bytes(c: &SketchConfig) -> usize {
         + 4 * c.recent_slots()
 }
 
-fn read_sketch(r: &mut Reader, c: &SketchConfig) -> CoreResult<ClientSketch> {
+fn read_sketch(r: &mut Reader, c: &SketchConfig, ring: bool) -> CoreResult<ClientSketch> {
     let mut s = ClientSketch::new(c);
     s.count = r.u64()?;
     s.first_ts = r.f64()?;
@@ -167,7 +174,9 @@ fn read_sketch(r: &mut Reader, c: &SketchConfig) -> CoreResult<ClientSketch> {
     s.near_dups = r.u64()?;
     s.alert_level = r.u8()?;
     s.evidence = r.f64()?;
-    s.recent_pos = r.u32()?;
+    if ring {
+        s.recent_pos = r.u32()?;
+    }
     for n in s.novelty[..c.levels.len()].iter_mut() {
         *n = f32::from_le_bytes(r.arr()?);
     }
@@ -181,8 +190,10 @@ fn read_sketch(r: &mut Reader, c: &SketchConfig) -> CoreResult<ClientSketch> {
         *v = r.u16()?;
     }
     s.hll.copy_from_slice(r.take(s.hll.len())?);
-    for v in s.recent.iter_mut() {
-        *v = r.u32()?;
+    if ring {
+        for v in s.recent.iter_mut() {
+            *v = r.u32()?;
+        }
     }
     if s.recent_pos as usize >= c.recent_prompts || s.near_dups > s.count {
         return err("a client sketch in the snapshot is inconsistent");
@@ -231,12 +242,11 @@ fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
     }
     let got_kind = r.u8()?;
     if got_kind != kind {
-        let name = |k| {
-            if k == KIND_STORE {
-                "a store"
-            } else {
-                "a client"
-            }
+        let name = |k| match k {
+            KIND_STORE => "a store",
+            KIND_CLIENT => "a client",
+            KIND_SUMMARY => "a client summary",
+            _ => "an unknown kind",
         };
         return err(format!(
             "expected a snapshot of {}, got one of {}",
@@ -276,7 +286,7 @@ pub fn store_to_bytes(s: &SketchStore) -> Vec<u8> {
     w.u64(ids.len() as u64);
     for id in ids {
         w.str(id);
-        write_sketch(&mut w, s.get(id).expect("listed id"), c.levels.len());
+        write_sketch(&mut w, s.get(id).expect("listed id"), c.levels.len(), true);
     }
     seal(KIND_STORE, &s.key, w.0)
 }
@@ -299,7 +309,7 @@ pub fn store_from_bytes(bytes: &[u8], secret: &[u8]) -> CoreResult<SketchStore> 
     let mut store = SketchStore::with_key(c.clone(), key);
     for _ in 0..n {
         let id = r.str()?;
-        let sketch = read_sketch(&mut r, &c)?;
+        let sketch = read_sketch(&mut r, &c, true)?;
         if store.get(id).is_some() {
             return err(format!("snapshot holds client {id:?} twice"));
         }
@@ -315,20 +325,38 @@ pub fn store_from_bytes(bytes: &[u8], secret: &[u8]) -> CoreResult<SketchStore> 
 
 /// Bytes of one client's sketch, with the config it was made under.
 pub fn client_to_bytes(s: &SketchStore, id: &str) -> CoreResult<Vec<u8>> {
+    one_to_bytes(s, id, KIND_CLIENT)
+}
+
+/// Bytes of one client's summary: its sketch without the recent-prompt ring.
+pub fn summary_to_bytes(s: &SketchStore, id: &str) -> CoreResult<Vec<u8>> {
+    one_to_bytes(s, id, KIND_SUMMARY)
+}
+
+fn one_to_bytes(s: &SketchStore, id: &str, kind: u8) -> CoreResult<Vec<u8>> {
     let sketch = s
         .get(id)
         .ok_or_else(|| CoreError::UnknownClient(id.into()))?;
     let mut w = Writer(Vec::new());
     write_config(&mut w, s.config());
     w.str(id);
-    write_sketch(&mut w, sketch, s.config().levels.len());
-    Ok(seal(KIND_CLIENT, &s.key, w.0))
+    write_sketch(&mut w, sketch, s.config().levels.len(), kind == KIND_CLIENT);
+    Ok(seal(kind, &s.key, w.0))
 }
 
 /// Decodes one client's snapshot for a store; the sketch config must match
 /// the store's (the memory bound may differ). Returns the id and sketch.
 pub fn client_from_bytes(s: &SketchStore, bytes: &[u8]) -> CoreResult<(String, ClientSketch)> {
-    let body = open(bytes, KIND_CLIENT, &s.key)?;
+    one_from_bytes(s, bytes, KIND_CLIENT)
+}
+
+/// Decodes a client summary; its ring of recent prompts comes back empty.
+pub fn summary_from_bytes(s: &SketchStore, bytes: &[u8]) -> CoreResult<(String, ClientSketch)> {
+    one_from_bytes(s, bytes, KIND_SUMMARY)
+}
+
+fn one_from_bytes(s: &SketchStore, bytes: &[u8], kind: u8) -> CoreResult<(String, ClientSketch)> {
+    let body = open(bytes, kind, &s.key)?;
     let mut r = Reader { buf: body, pos: 0 };
     let c = read_config(&mut r)?;
     let mine = s.config();
@@ -343,7 +371,7 @@ pub fn client_from_bytes(s: &SketchStore, bytes: &[u8]) -> CoreResult<(String, C
         ));
     }
     let id = r.str()?.to_string();
-    let sketch = read_sketch(&mut r, &c)?;
+    let sketch = read_sketch(&mut r, &c, kind == KIND_CLIENT)?;
     if r.remaining() != 0 {
         return err("snapshot body has trailing bytes");
     }
@@ -355,6 +383,14 @@ impl SketchStore {
     /// replacing any client of the same id. Returns the id.
     pub fn restore_client(&mut self, bytes: &[u8]) -> CoreResult<String> {
         let (id, sketch) = client_from_bytes(self, bytes)?;
+        self.put(&id, sketch);
+        Ok(id)
+    }
+
+    /// Puts a client decoded from a summary into the store, replacing any
+    /// client of the same id. Returns the id.
+    pub fn restore_summary(&mut self, bytes: &[u8]) -> CoreResult<String> {
+        let (id, sketch) = summary_from_bytes(self, bytes)?;
         self.put(&id, sketch);
         Ok(id)
     }
@@ -411,6 +447,27 @@ mod tests {
         let mut other = SketchStore::new(SketchConfig::default(), b"secret").unwrap();
         assert_eq!(other.restore_client(&bytes).unwrap(), "a");
         assert_eq!(other.get("a"), s.get("a"));
+    }
+
+    #[test]
+    fn summary_keeps_all_but_the_ring() {
+        let s = filled();
+        let bytes = summary_to_bytes(&s, "a").unwrap();
+        assert!(bytes.len() < client_to_bytes(&s, "a").unwrap().len() * 2 / 3);
+        let mut other = SketchStore::new(SketchConfig::default(), b"secret").unwrap();
+        assert_eq!(other.restore_summary(&bytes).unwrap(), "a");
+        let (got, want) = (other.get("a").unwrap(), s.get("a").unwrap());
+        assert!(got.recent.iter().all(|&k| k == 0) && got.recent_pos == 0);
+        assert!(want.recent.iter().any(|&k| k != 0));
+        let mut want = want.clone();
+        want.recent.fill(0);
+        want.recent_pos = 0;
+        assert_eq!(got, &want);
+        // a summary is not a client snapshot, and the other way round
+        assert!(other.restore_client(&bytes).is_err());
+        let full = client_to_bytes(&s, "a").unwrap();
+        let e = other.restore_summary(&full).unwrap_err().to_string();
+        assert!(e.contains("client summary"), "{e}");
     }
 
     #[test]

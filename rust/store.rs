@@ -447,6 +447,20 @@ impl SketchStore {
         Ok(jaccard(&da, &db))
     }
 
+    /// Densified MinHash signatures, row-major, one row per id (zeros for
+    /// unknown ids): what `jaccard` compares, for LSH across clients.
+    pub fn signatures(&self, ids: &[&str]) -> Vec<u32> {
+        let p = self.config.num_perm;
+        let mut out = vec![0u32; ids.len() * p];
+        let mut scratch = Vec::new();
+        for (row, id) in out.chunks_exact_mut(p).zip(ids) {
+            if let Some(s) = self.get(id) {
+                self.hasher.densify(&s.sig, row, &mut scratch);
+            }
+        }
+        out
+    }
+
     /// Folds client `src` into client `dst` (created empty if absent).
     pub fn merge(&mut self, src: &str, dst: &str) -> CoreResult<()> {
         let from = self
