@@ -10,7 +10,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["SCHEMA_VERSION", "Alert", "Evidence", "Reason", "alert_id", "schema_json"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Alert",
+    "Evidence",
+    "GroupAlert",
+    "GroupLink",
+    "GroupMember",
+    "Reason",
+    "alert_id",
+    "group_alert_id",
+    "schema_json",
+]
 
 SCHEMA_VERSION: Literal["1.0"] = "1.0"
 Severity = Literal["low", "medium", "high"]
@@ -67,6 +78,63 @@ class Alert(BaseModel):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+class GroupMember(BaseModel):
+    """One account of a group, with its own evidence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_id: str
+    query_count: int
+    alarm_share: float = Field(
+        description="its own sequential evidence over its own alarm bound (1 = alerts alone)"
+    )
+
+
+class GroupLink(BaseModel):
+    """Why two accounts of the group are linked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    a: str
+    b: str
+    kind: Literal["metadata", "content"]
+    detail: str = Field(description="key=value for metadata, jaccard=x for shared shingles")
+    value: float
+
+
+class GroupAlert(BaseModel):
+    """Accounts that act as one: linked by shared metadata or prompts, and
+    together carrying more evidence than benign accounts linked alike could."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    kind: Literal["group"] = "group"
+    alert_id: str = Field(description="deterministic: the same members and severity, the same id")
+    time: datetime = Field(description="last activity of the group")
+    severity: Severity
+    score: float = Field(description="sum of the acting members' alarm shares")
+    threshold: float = Field(description="what benign groups of this size stay below")
+    members: list[GroupMember] = Field(
+        description="accounts that take part (share at least groups.member_floor), by share"
+    )
+    linked_accounts: int = Field(
+        description="other accounts linked to the members that do not take part"
+    )
+    links: list[GroupLink] = Field(description="links among the members")
+    reasons: list[Reason]
+    joint: Evidence = Field(description="the union of all members' traffic")
+    detector: str = "spanwatch"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def group_alert_id(members: list[str], severity: str) -> str:
+    name = json.dumps([sorted(members), "group-v1", severity], ensure_ascii=False)
+    return str(uuid.uuid5(_NAMESPACE, name))
 
 
 def alert_id(client_id: str, rule: str, severity: str, query_count: int) -> str:

@@ -34,6 +34,7 @@ __all__ = [
     "Signals",
     "cusum",
     "fit_calibration",
+    "group_sums",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -103,6 +104,20 @@ class Calibration:
     # (checkpoints,) benign 99th percentile of the CUSUM at each checkpoint,
     # non-decreasing, at least 1: the alarm bound is threshold * envelope.
     envelope: F64 = field(default_factory=lambda: np.ones(1))
+    # (k,) for groups of 1..k accounts: the benign (1 - group target) quantile
+    # of the sum of the accounts' shares of their own alarm bound.
+    group_sums: F64 = field(default_factory=lambda: np.zeros(0))
+
+    def group_threshold(self, k: int) -> float:
+        """What the summed alarm shares of k linked accounts must reach for
+        the group to alarm. Beyond the table, it grows in proportion to k,
+        which errs high: the quantile of a mean falls as k grows."""
+        if not len(self.group_sums):
+            raise ConfigError(
+                "this calibration has no group thresholds: calibrate again (spanwatch tune)"
+            )
+        n = len(self.group_sums)
+        return float(self.group_sums[k - 1] if k <= n else self.group_sums[-1] * k / n)
 
     def _index(self, counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         k = counts // self.every - 1
@@ -210,6 +225,7 @@ class Calibration:
                 ("sizes.npy", self.sizes),
                 ("scales.npy", self.scales),
                 ("envelope.npy", self.envelope),
+                ("group_sums.npy", self.group_sums),
             )
             for name, arr in arrays:
                 buf = io.BytesIO()
@@ -225,6 +241,11 @@ class Calibration:
                 sizes = np.load(io.BytesIO(z.read("sizes.npy")), allow_pickle=False)
                 scales = np.load(io.BytesIO(z.read("scales.npy")), allow_pickle=False)
                 envelope = np.load(io.BytesIO(z.read("envelope.npy")), allow_pickle=False)
+                groups = (
+                    np.load(io.BytesIO(z.read("group_sums.npy")), allow_pickle=False)
+                    if "group_sums.npy" in z.namelist()
+                    else np.zeros(0)
+                )
             if meta.get("format") != FORMAT or meta.get("version") != VERSION:
                 raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
             return cls(
@@ -243,6 +264,7 @@ class Calibration:
                 clients_threshold=int(meta["clients_threshold"]),
                 max_surprise=float(meta.get("max_surprise", 50.0)),
                 envelope=envelope,
+                group_sums=groups,
             )
         except FileNotFoundError:
             raise ConfigError(f"calibration file not found: {path}") from None
@@ -390,6 +412,28 @@ def evidence_ratio(cal: Calibration, signals: Signals, rows: F64) -> F64:
     counts = rows[:, signals.col["count"]].astype(np.int64)
     z, _ = cal.surprise(counts, signals.matrix(rows))
     return cusum(z, cal.drift) / cal.bound(counts, 1.0)
+
+
+def group_sums(
+    shares: F64, target_fpr: float, max_k: int = 64, seed: int = 0, draws: int | None = None
+) -> F64:
+    """For k = 1..max_k: the (1 - target_fpr) quantile of the sum of k
+    benign accounts' shares of their own alarm bound, drawn at random from
+    `shares` (one per benign client, its highest over its stream)."""
+    if not 0 < target_fpr < 1:
+        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    shares = np.asarray(shares, dtype=np.float64)
+    if len(shares) < 10:
+        raise ConfigError("group thresholds need at least 10 benign clients")
+    n = draws or max(20_000, int(50 / target_fpr))
+    rng = np.random.default_rng(seed)
+    out = np.empty(max_k)
+    total = np.zeros(n)
+    for k in range(max_k):
+        total += rng.choice(shares, size=n)
+        out[k] = np.quantile(total, 1 - target_fpr)
+    # at least the largest single share, so one benign outlier never suffices
+    return np.maximum(np.maximum.accumulate(out), float(shares.max()) * 1.05 + 1e-6)
 
 
 def max_evidence(cal: Calibration, signals: Signals, rows: F64) -> float:

@@ -354,6 +354,31 @@ def _embedder(cfg: Settings) -> Any:
     return Detector(cfg).embedder
 
 
+def _print_groups(g: dict[str, Any]) -> None:
+    from spanwatch.sybil import SYBIL_SCENARIOS
+
+    print(
+        f"\ngroups: a harvest split over {g['accounts_per_group']} accounts of "
+        f"{g['queries_per_account']} queries (group target FPR {g['target_fpr']:g})"
+    )
+    print(f"{'scenario':<22} {'groups':>7} {'detected':>9} {'named':>7} {'alone':>7}")
+    for k in SYBIL_SCENARIOS:
+        v = g[k]
+        print(
+            f"{k:<22} {v['groups']:>7} {v['detected']:>9.1%} {v['accounts_named']:>7.1%} "
+            f"{v['accounts_alerted_alone']:>7.1%}"
+        )
+    b = g["benign"]
+    print(
+        f"{'benign accounts':<22} {b['accounts']:>7} pulled in {b['pulled_in']:.2%}, "
+        f"alerted alone {b['alerted_alone']:.2%}"
+    )
+    print(
+        f"{g['group_alerts']} group alerts, median {g['median_members']:.0f} members and "
+        f"{g['median_linked_not_acting']:.0f} linked accounts that do not take part"
+    )
+
+
 def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
     from spanwatch.evaluate import MIXES, SCENARIOS, evaluate, load_pool
     from spanwatch.plots import plot_eval
@@ -378,6 +403,7 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         target_fpr=args.target_fpr,
         seed=args.seed,
         progress=_progress_factory(not args.no_progress),
+        sybil=args.sybil,
     )
     r, d = res.report, res.details
     out = Path(args.report)
@@ -416,6 +442,9 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         f"{f} {v['fpr']:.1%} of {v['clients']}" for f, v in d["benign_fpr_by_family"].items()
     )
     print(f"benign false positives by family of main interest: {fams}")
+    if res.groups:
+        _print_groups(res.groups)
+        (out / "groups.json").write_text(json.dumps(res.groups, indent=2) + "\n", "utf-8")
     _say(
         f"\nreport in {out / 'report.json'}; plots: {', '.join(p.name for p in plots)}; "
         f"{time.perf_counter() - t0:.0f}s"
@@ -614,6 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration-clients", type=int, default=800)
     s.add_argument("--attackers", type=int, default=100, help="clients per attack scenario")
     s.add_argument("--target-fpr", type=float, default=0.005)
+    s.add_argument(
+        "--sybil",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also split a harvest over N accounts of stream-length/N queries "
+        "and measure group detection (groups.json)",
+    )
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_eval)
 

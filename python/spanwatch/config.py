@@ -17,6 +17,7 @@ from spanwatch.errors import ConfigError
 __all__ = [
     "DEV_SECRET",
     "EmbedSettings",
+    "GroupSettings",
     "KafkaSettings",
     "ScoringSettings",
     "Settings",
@@ -105,6 +106,41 @@ class ScoringSettings(_Section):
     severity_steps: tuple[float, float] = (0.92, 0.97)
 
 
+class GroupSettings(_Section):
+    """Detection of accounts that act as one: which links are looked for,
+    the bounds on the link index, and the false-alarm rate per group."""
+
+    enabled: bool = False
+    link_keys: list[str] = Field(
+        default=[], description="Event.meta keys whose shared values link accounts"
+    )
+    min_jaccard: float = Field(
+        default=0.1, gt=0.0, le=1.0, description="prompt-shingle similarity that links accounts"
+    )
+    lsh_bands: int = Field(default=64, ge=1, description="must divide sketch.num_perm")
+    max_bucket: int = Field(default=64, ge=2, description="accounts kept per LSH bucket or value")
+    max_links: int = Field(default=64, ge=1, description="links kept per account")
+    max_values: int = Field(default=8, ge=1, description="metadata values kept per account")
+    max_group: int = Field(default=256, ge=2, description="accounts walked per group")
+    max_clients: int = Field(default=1_000_000, ge=1)
+    member_floor: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="share of its own alarm bound an account needs to count as acting",
+    )
+    min_members: int = Field(default=2, ge=2)
+    min_link_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of the other members an account must be linked to",
+    )
+    target_fpr: float = Field(
+        default=0.001, gt=0.0, lt=1.0, description="chance that a benign group alarms"
+    )
+
+
 class KafkaSettings(_Section):
     """Where the service reads prompts and writes alerts, state and dead letters.
     Security settings pass through to kafka-python."""
@@ -167,6 +203,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = EmbedSettings()
     space: SpaceSettings = SpaceSettings()
     scoring: ScoringSettings = ScoringSettings()
+    groups: GroupSettings = GroupSettings()
     kafka: KafkaSettings = KafkaSettings()
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 = no metrics endpoint")
 

@@ -14,11 +14,19 @@ from pydantic import BaseModel
 
 from spanwatch._core import SketchStore
 from spanwatch.alerts import SEVERITIES, Alert, Evidence, Reason, alert_id, utc
-from spanwatch.calibrate import Calibration, Signals, fit_calibration, max_evidence
+from spanwatch.calibrate import (
+    Calibration,
+    Signals,
+    fit_calibration,
+    group_sums,
+    max_evidence,
+)
 from spanwatch.config import Settings, load_settings
 from spanwatch.embed import CachedEmbedder, Embedder, SentenceTransformerEmbedder
 from spanwatch.errors import ConfigError, EventError, SnapshotError, SpaceError
 from spanwatch.events import Event
+from spanwatch.groups import GroupDetector, Summary
+from spanwatch.links import link_values
 from spanwatch.scoring import RULE, CoverageScore, FeatureRow, score_coverage
 from spanwatch.space import Space
 
@@ -86,6 +94,10 @@ class Detector:
         # highest evidence ratio of each client of the last calibrate() call
         self.calibration_peaks: npt.NDArray[np.float64] = np.zeros(0)
         self._signals: Signals | None = None
+        # metadata values that may link each client to others (groups.link_keys)
+        self._links: dict[str, list[str]] = {}
+        # clients that passed a checkpoint in the last observe() call
+        self.checkpointed: list[str] = []
         if self.config.scoring.calibration:
             self.calibration = Calibration.load(self.config.scoring.calibration)
         if self.config.using_dev_secret:
@@ -206,6 +218,8 @@ class Detector:
         ts = np.array([e.ts for e in events], dtype=np.float64)
         every = self.config.scoring.checkpoint_every
         _, at, rows = store.update(ids, [e.prompt for e in events], cells, ts, every)
+        self._note_links(events)
+        self.checkpointed = list(dict.fromkeys(ids[i] for i in at.tolist()))
         if self.calibration is not None:
             return self._decide_sequential(events, at.tolist(), rows)
         names = store.feature_names
@@ -222,6 +236,36 @@ class Detector:
                 store.set_alert_level(ids[i], sc.severity_level)
                 alerts.append(self._alert(events[i], feats, sc))
         return alerts
+
+    def _note_links(self, events: Sequence[Event]) -> None:
+        keys = self.config.groups.link_keys
+        if not keys:
+            return
+        cap = self.config.groups.max_values
+        for e in events:
+            vals = link_values(e.meta, keys)
+            if vals:
+                mine = self._links.setdefault(e.client_id, [])
+                mine.extend(v for v in vals if v not in mine and len(mine) < cap)
+        store = self.store
+        if store is not None and len(self._links) > 2 * len(store) + 1000:
+            self._links = {c: v for c, v in self._links.items() if c in store}
+
+    def summaries(self, client_ids: Sequence[str]) -> list[Summary]:
+        """Each known client's summary with its metadata link values: what
+        consumers publish for the group detector."""
+        _, store = self._require()
+        return [(store.summary(c), tuple(self._links.get(c, ()))) for c in client_ids if c in store]
+
+    def group_detector(self) -> GroupDetector:
+        """A group detector on this detector's space and calibration."""
+        space, _ = self._require()
+        if self.calibration is None:
+            raise ConfigError(
+                "group detection needs a calibrated detector (spanwatch tune, then "
+                "scoring.calibration)"
+            )
+        return GroupDetector(space, self.config, self.calibration)
 
     @property
     def threshold(self) -> float:
@@ -362,8 +406,11 @@ class Detector:
             stream_length=max((len(ix) for ix in by_client.values()), default=0),
             max_surprise=self.config.scoring.max_surprise,
         )
-        self.calibration = cal
         self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
+        cal.group_sums = group_sums(
+            self.calibration_peaks / cal.threshold, self.config.groups.target_fpr
+        )
+        self.calibration = cal
         return cal
 
     def _alert(self, ev: Event, f: FeatureRow, sc: CoverageScore) -> Alert:

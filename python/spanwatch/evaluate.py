@@ -103,6 +103,7 @@ class EvalResult:
     curves: dict[str, F64]  # kind -> (clients, checkpoints) coarse coverage efficiency
     every: int
     threshold: float
+    groups: dict[str, Any] = field(default_factory=dict)  # --sybil results
 
 
 # ------------------------------------------------------------------ streams
@@ -279,6 +280,7 @@ def evaluate(
     seed: int = 0,
     space: Space | None = None,
     progress: Callable[[str, int], Progress] | None = None,
+    sybil: int = 0,
 ) -> EvalResult:
     """Builds every stream, calibrates on the calibration half of the benign
     pool, and measures on the held-out half."""
@@ -423,4 +425,66 @@ def evaluate(
         k: np.array([np.pad(c, (0, width - len(c)), constant_values=np.nan) for c in cs])
         for k, cs in curves.items()
     }
-    return EvalResult(report, details, pk_arr, ft_arr, curve_arr, every, cal.threshold)
+    groups: dict[str, Any] = {}
+    if sybil:
+        groups = _sybil(
+            rng, space, settings, cal, signals, cal_rows, test_g, attack_g, texts, emb,
+            n=sybil, length=L, n_groups=max(10, n_attackers // 5), n_benign=n_clients,
+            progress=progress,
+        )  # fmt: skip
+    return EvalResult(report, details, pk_arr, ft_arr, curve_arr, every, cal.threshold, groups)
+
+
+def _sybil(
+    rng: np.random.Generator,
+    space: Space,
+    settings: Settings,
+    cal: Calibration,
+    signals: Signals,
+    cal_rows: Sequence[F64],
+    test_g: dict[str, list[int]],
+    attack_g: dict[str, list[int]],
+    texts: Sequence[str],
+    emb: npt.NDArray[np.float32],
+    *,
+    n: int,
+    length: int,
+    n_groups: int,
+    n_benign: int,
+    progress: Callable[[str, int], Progress] | None,
+) -> dict[str, Any]:
+    """Group thresholds from the calibration clients, then the sybil run."""
+    from spanwatch.calibrate import group_sums, max_evidence
+    from spanwatch.sybil import build_streams, run_sybil
+
+    if n < 2:
+        raise ConfigError(f"--sybil needs at least 2 accounts, got {n}")
+    per = length // n
+    if per < settings.scoring.checkpoint_every:
+        raise ConfigError(
+            f"--sybil {n} leaves {per} queries per account, fewer than one checkpoint "
+            f"({settings.scoring.checkpoint_every}): use a longer --stream-length"
+        )
+    peaks = np.array([max_evidence(cal, signals, r) for r in cal_rows])
+    cal.group_sums = group_sums(peaks / cal.threshold, settings.groups.target_fpr)
+    streams = build_streams(
+        rng,
+        n,
+        per,
+        n_groups,
+        n_benign,
+        lambda k: _benign(rng, test_g, k),
+        lambda k: _uniform_groups(rng, attack_g, k),
+    )
+    bar = progress("groups", sum(len(s.texts) for s in streams)) if progress else None
+    res, _ = run_sybil(space, settings, cal, streams, texts, emb, progress=bar)
+    res.update(
+        {
+            "accounts_per_group": n,
+            "queries_per_account": per,
+            "target_fpr": settings.groups.target_fpr,
+            "member_floor": settings.groups.member_floor,
+            "min_jaccard": settings.groups.min_jaccard,
+        }
+    )
+    return res

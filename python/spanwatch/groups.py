@@ -1,0 +1,288 @@
+"""`GroupDetector`: finds accounts that act as one from their summaries.
+
+Consumers publish each client's summary (`SketchStore.summary`: counts,
+coverage bitsets, cell histogram, MinHash signature, sequential evidence)
+with the metadata values that may link it to others. The group detector
+keeps the latest summary of every client in its own bounded store, links
+clients through `LinkIndex`, and judges the linked component of each
+updated client:
+
+- each member's share of its own alarm bound is its calibrated evidence,
+  so benign members add close to nothing;
+- the group alarms when the shares of its members add up to more than the
+  sum of as many benign accounts' highest shares reaches at the target
+  rate (`Calibration.group_threshold`);
+- the alert names the members that take part (share at least
+  `groups.member_floor`), the links among them with their reasons, the
+  joint coverage of the union of their traffic, and how many other
+  accounts are linked to them without taking part.
+
+Cost per summary: one restore, up to `lsh_bands * max_bucket` signature
+comparisons, and a walk of at most `max_group` clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from spanwatch._core import SketchStore
+from spanwatch.alerts import (
+    SEVERITIES,
+    Evidence,
+    GroupAlert,
+    GroupLink,
+    GroupMember,
+    Reason,
+    group_alert_id,
+    utc,
+)
+from spanwatch.calibrate import Calibration
+from spanwatch.config import Settings
+from spanwatch.errors import ConfigError
+from spanwatch.links import Link, LinkIndex
+from spanwatch.scoring import FeatureRow
+from spanwatch.space import Space
+
+__all__ = ["GroupDetector", "Summary"]
+
+log = logging.getLogger("spanwatch.groups")
+
+# (summary bytes, metadata link values)
+Summary = tuple[bytes, Sequence[str]]
+MAX_LINKS_IN_ALERT = 200
+
+
+class GroupDetector:
+    """Links accounts and raises a `GroupAlert` when linked accounts together
+    carry the evidence of one extraction campaign."""
+
+    def __init__(self, space: Space, config: Settings, calibration: Calibration) -> None:
+        from spanwatch.detector import store_for
+
+        if not len(calibration.group_sums):
+            raise ConfigError(
+                "group detection needs a calibration with group thresholds: "
+                "calibrate again (spanwatch tune)"
+            )
+        self.space = space
+        self.config = config
+        self.calibration = calibration
+        self.store: SketchStore = store_for(space, config, max_clients=config.groups.max_clients)
+        self._probe = store_for(space, config, max_clients=1)
+        self.index = LinkIndex(config.groups, config.sketch.num_perm)
+        self._col = {n: i for i, n in enumerate(self.store.feature_names)}
+        # client -> highest severity level of a group alert that named it acting
+        self._alerted: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def update(self, summaries: Sequence[Summary]) -> list[GroupAlert]:
+        """Folds in the latest summaries (a later one replaces an earlier one
+        of the same client) and returns the group alerts they raised.
+        Raises SnapshotError, before any change, for a summary that is
+        corrupt or made under another key or sketch shape."""
+        for data, _ in summaries:  # check every summary before any change
+            self._probe.restore_summary(data)
+        ids = [self.store.restore_summary(data) for data, _ in summaries]
+        self._forget_evicted()
+        sigs = self.store.signatures(ids)
+        for cid, sig, (_, values) in zip(ids, sigs, summaries, strict=True):
+            if cid in self.store:
+                self.index.update(cid, sig, values, self._similarity)
+        alerts: list[GroupAlert] = []
+        judged: set[str] = set()
+        for cid in dict.fromkeys(ids):
+            if cid in judged or cid not in self.store:
+                continue
+            members, links = self.index.component(cid, self.store.__contains__)
+            judged.update(members)
+            if len(members) >= self.config.groups.min_members:
+                alerts.extend(self._judge(members, links))
+        return alerts
+
+    def _forget_evicted(self) -> None:
+        """Drops what the index and the alert memory hold of clients the
+        store has evicted, once they outnumber a tenth of the store."""
+        slack = max(1000, len(self.store) // 10)
+        if len(self.index) > len(self.store) + slack:
+            for c in [c for c in self.index.keys if c not in self.store]:
+                self.index.remove(c)
+        if len(self._alerted) > len(self.store) + slack:
+            self._alerted = {c: v for c, v in self._alerted.items() if c in self.store}
+
+    def _similarity(self, cid: str, others: list[str]) -> npt.NDArray[np.float64]:
+        sigs = self.store.signatures([cid, *others])
+        return np.asarray((sigs[1:] == sigs[0]).mean(axis=1), dtype=np.float64)
+
+    def shares(self, ids: list[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Each client's sequential evidence over its own alarm bound, and
+        its query count."""
+        rows = self.store.features(ids)
+        counts = rows[:, self._col["count"]].astype(np.int64)
+        bound = self.calibration.bound(np.maximum(counts, 1), self._threshold)
+        share = rows[:, self._col["evidence"]] / np.maximum(bound, 1e-12)
+        return np.where(counts > 0, share, 0.0), counts
+
+    @property
+    def _threshold(self) -> float:
+        return self.config.scoring.threshold or self.calibration.threshold
+
+    def _judge(self, ids: list[str], links: list[Link]) -> list[GroupAlert]:
+        """Splits the linked accounts that take part into the groups their
+        links among themselves form (a chain through an account that does
+        not take part links nobody), and judges each."""
+        g = self.config.groups
+        share, counts = self.shares(ids)
+        acting = {c for c, v in zip(ids, share.tolist(), strict=True) if v >= g.member_floor}
+        acting = _core(acting, links, g.min_link_share, g.max_links)
+        if len(acting) < g.min_members:
+            return []
+        parent = {c: c for c in acting}
+
+        def root(c: str) -> str:
+            while parent[c] != c:
+                parent[c] = parent[parent[c]]
+                c = parent[c]
+            return c
+
+        for lk in links:
+            if lk.a in acting and lk.b in acting:
+                parent[root(lk.a)] = root(lk.b)
+        parts: dict[str, list[int]] = {}
+        for i, c in enumerate(ids):
+            if c in acting:
+                parts.setdefault(root(c), []).append(i)
+        out = []
+        for ix in parts.values():
+            if len(ix) >= g.min_members:
+                alert = self._judge_part(ids, ix, share, counts, links)
+                if alert is not None:
+                    out.append(alert)
+        return out
+
+    def _judge_part(
+        self,
+        ids: list[str],
+        ix: list[int],
+        share: npt.NDArray[np.float64],
+        counts: npt.NDArray[np.int64],
+        links: list[Link],
+    ) -> GroupAlert | None:
+        acting = np.zeros(len(ids), dtype=bool)
+        acting[ix] = True
+        score = float(share[acting].sum())
+        bound = self.calibration.group_threshold(int(acting.sum()))
+        if score < bound:
+            return None
+        r = score / bound
+        level = 1 if r < 2 else 2 if r < 4 else 3
+        names = [c for c, a in zip(ids, acting.tolist(), strict=True) if a]
+        # Alert again only when the severity rises or a quarter of the
+        # members are new at this severity: a growing group alerts a few
+        # times, not once per account that joins.
+        fresh = sum(self._alerted.get(c, 0) < level for c in names)
+        higher = level > max((self._alerted.get(c, 0) for c in names), default=0)
+        if not higher and fresh * 4 < len(names):
+            return None
+        for c in names:
+            self._alerted[c] = max(level, self._alerted.get(c, 0))
+        order = sorted(np.flatnonzero(acting).tolist(), key=lambda i: (-share[i], ids[i]))
+        members = [
+            GroupMember(
+                client_id=ids[i],
+                query_count=int(counts[i]),
+                alarm_share=round(float(share[i]), 4),
+            )
+            for i in order
+        ]
+        inside = set(names)
+        links = [lk for lk in links if lk.a in inside and lk.b in inside]
+        joint = FeatureRow.from_array(self.store.feature_names, self.store.union_features(names))
+        severity = SEVERITIES[level - 1]
+        return GroupAlert(
+            alert_id=group_alert_id(names, severity),
+            time=utc(joint["last_ts"]),
+            severity=severity,
+            score=round(score, 4),
+            threshold=round(bound, 4),
+            members=members,
+            linked_accounts=len(ids) - len(names),
+            links=[
+                GroupLink(a=lk.a, b=lk.b, kind=lk.kind, detail=lk.detail, value=lk.value)
+                for lk in links[:MAX_LINKS_IN_ALERT]
+            ],
+            reasons=self._reasons(score, bound, names, links, int(acting.sum()), share),
+            joint=self._evidence(joint),
+        )
+
+    def _reasons(
+        self,
+        score: float,
+        bound: float,
+        names: list[str],
+        links: list[Link],
+        k: int,
+        share: npt.NDArray[np.float64],
+    ) -> list[Reason]:
+        kinds = sorted({lk.kind for lk in links})
+        alone = int((share >= 1.0).sum())
+        return [
+            Reason(
+                signal="group_evidence",
+                value=round(score, 4),
+                threshold=round(bound, 4),
+                detail=(
+                    f"{k} linked accounts' shares of their own alarm bounds add up beyond what "
+                    f"{k} benign accounts reach at rate {self.config.groups.target_fpr:g}; "
+                    f"{alone} of them alert on their own"
+                ),
+            ),
+            Reason(
+                signal="links",
+                value=float(len(links)),
+                threshold=float(len(names) - 1),
+                detail=f"linked by {', '.join(kinds) or 'nothing'}",
+            ),
+        ]
+
+    def _evidence(self, f: FeatureRow) -> Evidence:
+        n = f["count"]
+        expected = self.space.expected_cells(int(n)) if n > 0 else np.zeros(len(self.space.levels))
+        levels = self.space.levels
+        return Evidence(
+            query_count=int(n),
+            coverage={str(lv): round(f[f"coverage_{lv}"], 6) for lv in levels},
+            cells={str(lv): int(f[f"cells_{lv}"]) for lv in levels},
+            expected_cells={
+                str(lv): round(float(e), 3) for lv, e in zip(levels, expected, strict=True)
+            },
+            near_duplicate_share=round(f["near_dup_share"], 4),
+            distinct_prompts=round(f["distinct_prompts"], 1),
+            first_seen=utc(f["first_ts"]),
+            last_seen=utc(f["last_ts"]),
+        )
+
+
+def _core(nodes: set[str], links: list[Link], share: float, max_links: int) -> set[str]:
+    """Peels off accounts linked to fewer than `share` of the others (at
+    most `max_links / 2` needed), until none is left to peel: an account
+    chained to a group by one link does not act with it."""
+    adj: dict[str, set[str]] = {c: set() for c in nodes}
+    for lk in links:
+        if lk.a in nodes and lk.b in nodes:
+            adj[lk.a].add(lk.b)
+            adj[lk.b].add(lk.a)
+    alive = set(nodes)
+    changed = True
+    while changed and alive:
+        need = max(1, min(math.ceil(share * (len(alive) - 1)), max_links // 2))
+        weak = {c for c in alive if len(adj[c] & alive) < need}
+        changed = bool(weak)
+        alive -= weak
+    return alive
