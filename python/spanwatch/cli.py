@@ -273,7 +273,25 @@ def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
     if not space_file:
         raise SpanwatchError("run needs a space: --space FILE or space.path in the config")
     space = Space.load(space_file)
-    service = Service(cfg, space)
+    k = cfg.kafka
+    service: Any
+    if args.role == "groups":
+        from spanwatch.group_stream import GroupService
+
+        service = GroupService(cfg, space)
+        banner = (
+            f"spanwatch run --role groups: {k.sketch_topic!r} -> {k.group_alerts_topic!r} "
+            f"on {k.bootstrap_servers}"
+        )
+    else:
+        service = Service(cfg, space)
+        banner = (
+            f"spanwatch run: group {k.group_id!r} on {k.bootstrap_servers}, "
+            f"{k.prompts_topic!r} -> {k.alerts_topic!r} (state {k.state_topic!r}, "
+            f"dead letters {k.dead_letter_topic!r}"
+            + (f", summaries {k.sketch_topic!r}" if cfg.groups.enabled else "")
+            + ")"
+        )
     if cfg.metrics_port:
         service.metrics.serve(cfg.metrics_port)
         log.info("metrics on :%d/metrics", cfg.metrics_port)
@@ -286,12 +304,7 @@ def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck service.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    k = cfg.kafka
-    _say(
-        f"spanwatch run: group {k.group_id!r} on {k.bootstrap_servers}, "
-        f"{k.prompts_topic!r} -> {k.alerts_topic!r} (state {k.state_topic!r}, "
-        f"dead letters {k.dead_letter_topic!r})"
-    )
+    _say(banner)
     service.run(exit_when_idle=args.exit_when_idle)
     _say(f"stopped: {service.alerts_sent} alerts sent")
     return 0
@@ -622,6 +635,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     s.add_argument(
         "--exit-when-idle", type=float, metavar="SECONDS", help="stop once caught up and idle"
+    )
+    s.add_argument(
+        "--role",
+        choices=("detect", "groups"),
+        default="detect",
+        help="detect: consume prompts (default); groups: consume client summaries "
+        "and raise group alerts",
     )
     s.set_defaults(func=cmd_run)
 

@@ -130,11 +130,8 @@ class GroupSettings(_Section):
         description="share of its own alarm bound an account needs to count as acting",
     )
     min_members: int = Field(default=2, ge=2)
-    min_link_share: float = Field(
-        default=0.25,
-        ge=0.0,
-        le=1.0,
-        description="share of the other members an account must be linked to",
+    min_links: int = Field(
+        default=2, ge=1, description="links to other members an account needs to stay in"
     )
     target_fpr: float = Field(
         default=0.001, gt=0.0, lt=1.0, description="chance that a benign group alarms"
@@ -151,6 +148,10 @@ class KafkaSettings(_Section):
     alerts_topic: str = "spanwatch-alerts"
     dead_letter_topic: str = "spanwatch-dead-letters"
     state_topic: str = "spanwatch-state"
+    sketch_topic: str = Field(
+        default="spanwatch-sketches", description="client summaries, when groups.enabled"
+    )
+    group_alerts_topic: str = "spanwatch-group-alerts"
     client_id: str = "spanwatch"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -24,7 +24,6 @@ comparisons, and a walk of at most `max_group` clients.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -106,6 +105,17 @@ class GroupDetector:
                 alerts.extend(self._judge(members, links))
         return alerts
 
+    def check(self, data: bytes) -> None:
+        """Raises SnapshotError if `data` is not a summary this detector can
+        read (corrupt, another key, another sketch shape)."""
+        self._probe.restore_summary(data)
+
+    def forget(self, client_id: str) -> None:
+        """Drops a client (its summary was deleted upstream)."""
+        self.store.remove(client_id)
+        self.index.remove(client_id)
+        self._alerted.pop(client_id, None)
+
     def _forget_evicted(self) -> None:
         """Drops what the index and the alert memory hold of clients the
         store has evicted, once they outnumber a tenth of the store."""
@@ -140,7 +150,7 @@ class GroupDetector:
         g = self.config.groups
         share, counts = self.shares(ids)
         acting = {c for c, v in zip(ids, share.tolist(), strict=True) if v >= g.member_floor}
-        acting = _core(acting, links, g.min_link_share, g.max_links)
+        acting = _core(acting, links, g.min_links)
         if len(acting) < g.min_members:
             return []
         parent = {c: c for c in acting}
@@ -269,20 +279,21 @@ class GroupDetector:
         )
 
 
-def _core(nodes: set[str], links: list[Link], share: float, max_links: int) -> set[str]:
-    """Peels off accounts linked to fewer than `share` of the others (at
-    most `max_links / 2` needed), until none is left to peel: an account
-    chained to a group by one link does not act with it."""
+def _core(nodes: set[str], links: list[Link], k: int) -> set[str]:
+    """The k-core of the accounts' links: peels off, until none is left to
+    peel, accounts linked to fewer than k of the others (fewer than all of
+    them in groups of k or fewer). An account chained to a group by a single
+    link does not act with it."""
     adj: dict[str, set[str]] = {c: set() for c in nodes}
     for lk in links:
         if lk.a in nodes and lk.b in nodes:
             adj[lk.a].add(lk.b)
             adj[lk.b].add(lk.a)
     alive = set(nodes)
-    changed = True
-    while changed and alive:
-        need = max(1, min(math.ceil(share * (len(alive) - 1)), max_links // 2))
+    while alive:
+        need = max(1, min(k, len(alive) - 1))
         weak = {c for c in alive if len(adj[c] & alive) < need}
-        changed = bool(weak)
+        if not weak:
+            break
         alive -= weak
     return alive

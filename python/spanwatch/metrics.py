@@ -41,6 +41,12 @@ class Metrics:
         self.checkpoints = Counter(
             "spanwatch_checkpoints", "State checkpoints written and committed", registry=r
         )
+        self.summaries = Counter(
+            "spanwatch_summaries", "Client summaries published or read", registry=r
+        )
+        self.group_alerts = Counter(
+            "spanwatch_group_alerts", "Group alerts produced", ["severity"], registry=r
+        )
         self.restored = Counter(
             "spanwatch_clients_restored", "Client states restored from the state topic", registry=r
         )

@@ -60,9 +60,10 @@ class _Partition:
 
 
 def ensure_topics(k: KafkaSettings) -> None:
-    """Creates the prompts, alerts, dead-letter and state topics if absent.
-    The state topic is compacted and needs as many partitions as the prompts
-    topic, since partition p's state lives in its partition p."""
+    """Creates the prompts, alerts, dead-letter, state, sketch and group
+    alert topics if absent. The state topic is compacted and needs as many
+    partitions as the prompts topic, since partition p's state lives in its
+    partition p. The sketch topic is compacted too: one summary per client."""
     admin = KafkaAdminClient(**k.client_config())
     try:
         existing = set(admin.list_topics())
@@ -85,6 +86,24 @@ def ensure_topics(k: KafkaSettings) -> None:
             )
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([state])
+        compacted = [
+            NewTopic(
+                t,
+                n,
+                k.replication_factor,
+                topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            )
+            for t in (k.sketch_topic,)
+            if t not in existing
+        ]
+        groups = [
+            NewTopic(k.group_alerts_topic, 1, k.replication_factor)
+            for t in (k.group_alerts_topic,)
+            if t not in existing
+        ]
+        if compacted or groups:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(compacted + groups)
         ns = _partition_count(admin, k.state_topic)
         if ns < n:
             raise SpanwatchError(
@@ -434,6 +453,8 @@ class Service:
                 self._producer.send(
                     self.k.state_topic, key=client.encode("utf-8"), value=value, partition=p
                 )
+            if self.settings.groups.enabled:
+                self._publish_summaries(part)
             part.dirty.clear()
             if part.next_offset is not None and part.next_offset != part.committed:
                 offsets[TopicPartition(self.k.prompts_topic, p)] = OffsetAndMetadata(
@@ -445,6 +466,21 @@ class Service:
             for tp, om in offsets.items():
                 self.parts[tp.partition].committed = om.offset
             self.metrics.checkpoints.inc()
+
+    def _publish_summaries(self, part: _Partition) -> None:
+        """The summary of each dirty client, with its metadata link values,
+        for the group detector; a tombstone for a client evicted since."""
+        det = part.detector
+        for client in part.dirty:
+            found = det.summaries([client])
+            value, headers = None, []
+            if found:
+                value = found[0][0]
+                headers = [("links", json.dumps(list(found[0][1])).encode("utf-8"))]
+            self._producer.send(
+                self.k.sketch_topic, key=client.encode("utf-8"), value=value, headers=headers
+            )
+            self.metrics.summaries.inc()
 
     stall_after_s = 20.0
     _last_watch = 0.0

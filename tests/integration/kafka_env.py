@@ -96,6 +96,14 @@ class Topics:
         return f"state-{self.tag}"
 
     @property
+    def sketches(self) -> str:
+        return f"sketches-{self.tag}"
+
+    @property
+    def group_alerts(self) -> str:
+        return f"group-alerts-{self.tag}"
+
+    @property
     def group(self) -> str:
         return f"group-{self.tag}"
 
@@ -107,6 +115,8 @@ class Topics:
             "SPANWATCH_KAFKA__ALERTS_TOPIC": self.alerts,
             "SPANWATCH_KAFKA__DEAD_LETTER_TOPIC": self.dead,
             "SPANWATCH_KAFKA__STATE_TOPIC": self.state,
+            "SPANWATCH_KAFKA__SKETCH_TOPIC": self.sketches,
+            "SPANWATCH_KAFKA__GROUP_ALERTS_TOPIC": self.group_alerts,
             "SPANWATCH_KAFKA__GROUP_ID": self.group,
             **extra,
         }

@@ -180,3 +180,77 @@ def test_bad_input_goes_to_dead_letters_and_the_next_event_is_processed(
         assert base64.b64decode(d["value_b64"]) == raw
         assert d["source"]["topic"] == t.prompts
     assert t.state_counts(SECRET.encode(), world["levels"]) == {"good-client": 1}
+
+
+@pytest.fixture(scope="module")
+def group_world(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> dict[str, Any]:
+    """A calibrated detector's space and calibration files, traffic with a
+    harvest split over 8 accounts of one org, and the accounts a
+    single-process run names in group alerts."""
+    from spanwatch.groups import GroupDetector
+
+    from .test_groups import _traffic
+
+    d = tmp_path_factory.mktemp("groups")
+    settings = load_settings(secret_key=SECRET, groups={"link_keys": ["org"]})
+    raw, _ = simulate(n_benign=80, n_harvesters=0, n_sweepers=0, n_template_sweepers=0, seed=21)
+    det = Detector(settings, embedder=embedder)
+    det.fit_space([Event.model_validate(e) for e in raw])
+    cal = det.calibrate([Event.model_validate(e) for e in raw], target_fpr=0.05)
+    assert det.space is not None
+    det.space.save(d / "space.zip")
+    cal.save(d / "calibration.zip")
+    events, sybils, _ = _traffic(accounts=8)
+    one = Detector(settings, space=det.space, embedder=embedder)
+    one.calibration = cal
+    groups: GroupDetector = one.group_detector()
+    named: set[str] = set()
+    for i in range(0, len(events), 200):
+        one.observe(events[i : i + 200])
+        named |= {
+            m.client_id for a in groups.update(one.summaries(one.checkpointed)) for m in a.members
+        }
+    assert named == sybils, "the single-process run must name exactly the split harvest"
+    lines = [e.model_dump_json(exclude_none=True).encode() for e in events]
+    return {
+        "dir": d,
+        "lines": lines,
+        "space": d / "space.zip",
+        "levels": det.space.levels,
+        "named": named,
+        "counts": expected_counts(lines),
+        "cache": str(tmp_path_factory.getbasetemp() / "service-cache"),
+        "env": {
+            "SPANWATCH_SCORING__CALIBRATION": str(d / "calibration.zip"),
+            "SPANWATCH_GROUPS__ENABLED": "true",
+            "SPANWATCH_GROUPS__LINK_KEYS": '["org"]',
+        },
+    }
+
+
+def test_two_consumers_and_a_group_detector_match_one_process(
+    broker: Broker, group_world: dict[str, Any]
+) -> None:
+    w = group_world
+    t = Topics(broker)
+    t.produce_lines(w["lines"])
+    total = len(w["lines"])
+    env = {**_slow(w), **w["env"]}
+    a = Run(t, w["space"], w["dir"] / "a.log", **env)
+    b = Run(t, w["space"], w["dir"] / "b.log", **env)
+    g = Run(t, w["space"], w["dir"] / "g.log", "--role", "groups", **env)
+
+    def named() -> set[str]:
+        alerts = [json.loads(r.value) for r in t.read_all(t.group_alerts)]
+        return {m["client_id"] for al in alerts for m in al["members"]}
+
+    wait_until(lambda: t.committed() >= total // 3, 300, "a third of the stream committed")
+    assert b.term() == 0, b.tail()  # one consumer stops mid-stream
+    wait_until(lambda: t.committed() >= total, 300, "the whole stream committed")
+    assert a.term() == 0, a.tail()
+    wait_until(lambda: named() == w["named"], 120, "group alerts naming the split harvest")
+    assert g.term() == 0, g.tail()
+    assert t.state_counts(SECRET.encode(), w["levels"]) == dict(w["counts"])
+    alerts = [json.loads(r.value) for r in t.read_all(t.group_alerts)]
+    assert all(al["kind"] == "group" and al["score"] >= al["threshold"] for al in alerts)
+    assert not t.read_all(t.dead)
