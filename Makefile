@@ -52,6 +52,7 @@ bench:
 
 schema:
 	spanwatch schema --out schemas/alert.schema.json
+	spanwatch schema --kind group --out schemas/group-alert.schema.json
 
 clean:
 	rm -rf target out python/spanwatch/_core*.so

@@ -147,11 +147,14 @@ def utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-def schema_json() -> str:
-    """The JSON Schema of Alert, as committed in schemas/alert.schema.json."""
-    schema: dict[str, Any] = Alert.model_json_schema()
+def schema_json(kind: Literal["client", "group"] = "client") -> str:
+    """The JSON Schema of Alert (or GroupAlert), as committed in
+    schemas/alert.schema.json (group-alert.schema.json)."""
+    model = Alert if kind == "client" else GroupAlert
+    schema: dict[str, Any] = model.model_json_schema()
+    name = "alert" if kind == "client" else "group-alert"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://spanwatch.dev/schemas/alert-{SCHEMA_VERSION}.json"
+    schema["$id"] = f"https://spanwatch.dev/schemas/{name}-{SCHEMA_VERSION}.json"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 

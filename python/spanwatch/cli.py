@@ -578,7 +578,7 @@ def _lenient_events(
 def cmd_schema(args: argparse.Namespace, cfg: Settings) -> int:
     from spanwatch.alerts import schema_json
 
-    text = schema_json()
+    text = schema_json(args.kind)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     else:
@@ -686,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("schema", help="print the JSON Schema of alerts")
     s.add_argument("--out", help="write it to this file")
+    s.add_argument("--kind", choices=("client", "group"), default="client", help="which alert")
     s.set_defaults(func=cmd_schema)
     return p
 

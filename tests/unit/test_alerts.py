@@ -203,3 +203,31 @@ def test_schema_rejects_alert_missing_a_required_field(schema: dict[str, Any], f
     del data[field]
     with pytest.raises(jsonschema.ValidationError, match=f"'{field}' is a required property"):
         validate(data, schema)
+
+
+def test_committed_group_schema_equals_generated_and_validates_a_group_alert() -> None:
+    from spanwatch.alerts import GroupAlert, GroupLink, GroupMember, group_alert_id
+
+    path = SCHEMA_FILE.parent / "group-alert.schema.json"
+    assert path.read_text(encoding="utf-8") == schema_json("group"), (
+        "schemas/group-alert.schema.json is stale: regenerate it with `make schema`"
+    )
+    schema = json.loads(schema_json("group"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    members = [GroupMember(client_id=c, query_count=75, alarm_share=0.4) for c in ("b", "a")]
+    g = GroupAlert(
+        alert_id=group_alert_id(["b", "a"], "low"),
+        time=utc(1_767_225_600.0),
+        severity="low",
+        score=0.8,
+        threshold=0.5,
+        members=members,
+        linked_accounts=3,
+        links=[GroupLink(a="a", b="b", kind="metadata", detail="org=x", value=1.0)],
+        reasons=[Reason(signal="group_evidence", value=0.8, threshold=0.5)],
+        joint=make_alert().evidence,
+    )
+    validate(json.loads(g.to_json()), schema)
+    assert g.alert_id == group_alert_id(["a", "b"], "low") != group_alert_id(["a", "b"], "high")
+    with pytest.raises(jsonschema.ValidationError):
+        validate({**json.loads(g.to_json()), "kind": "client"}, schema)
