@@ -129,9 +129,8 @@ class GroupSettings(_Section):
         le=1.0,
         description="share of its own alarm bound an account needs to count as acting",
     )
-    min_members: int = Field(default=2, ge=2)
-    min_links: int = Field(
-        default=2, ge=1, description="links to other members an account needs to stay in"
+    min_members: int = Field(
+        default=3, ge=3, description="a group's links must close triangles: 3 accounts or more"
     )
     target_fpr: float = Field(
         default=0.001, gt=0.0, lt=1.0, description="chance that a benign group alarms"

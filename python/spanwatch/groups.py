@@ -145,14 +145,15 @@ class GroupDetector:
 
     def _judge(self, ids: list[str], links: list[Link]) -> list[GroupAlert]:
         """Splits the linked accounts that take part into the groups their
-        links among themselves form (a chain through an account that does
-        not take part links nobody), and judges each."""
+        links among themselves form, counting only links on a triangle (a
+        chain through an account that does not take part, or a lone bridge,
+        links nobody), and judges each."""
         g = self.config.groups
         share, counts = self.shares(ids)
         acting = {c for c, v in zip(ids, share.tolist(), strict=True) if v >= g.member_floor}
-        acting = _core(acting, links, g.min_links)
         if len(acting) < g.min_members:
             return []
+        adj = _supported(acting, links)
         parent = {c: c for c in acting}
 
         def root(c: str) -> str:
@@ -161,9 +162,9 @@ class GroupDetector:
                 c = parent[c]
             return c
 
-        for lk in links:
-            if lk.a in acting and lk.b in acting:
-                parent[root(lk.a)] = root(lk.b)
+        for x, ys in adj.items():
+            for y in ys:
+                parent[root(x)] = root(y)
         parts: dict[str, list[int]] = {}
         for i, c in enumerate(ids):
             if c in acting:
@@ -193,12 +194,10 @@ class GroupDetector:
         r = score / bound
         level = 1 if r < 2 else 2 if r < 4 else 3
         names = [c for c, a in zip(ids, acting.tolist(), strict=True) if a]
-        # Alert again only when the severity rises or a quarter of the
-        # members are new at this severity: a growing group alerts a few
-        # times, not once per account that joins.
-        fresh = sum(self._alerted.get(c, 0) < level for c in names)
-        higher = level > max((self._alerted.get(c, 0) for c in names), default=0)
-        if not higher and fresh * 4 < len(names):
+        # Alert again when the severity rises or an account joins: every
+        # account that takes part is named at least once, whatever the order
+        # in which the summaries came.
+        if all(self._alerted.get(c, 0) >= level for c in names):
             return None
         for c in names:
             self._alerted[c] = max(level, self._alerted.get(c, 0))
@@ -279,21 +278,23 @@ class GroupDetector:
         )
 
 
-def _core(nodes: set[str], links: list[Link], k: int) -> set[str]:
-    """The k-core of the accounts' links: peels off, until none is left to
-    peel, accounts linked to fewer than k of the others (fewer than all of
-    them in groups of k or fewer). An account chained to a group by a single
-    link does not act with it."""
+def _supported(nodes: set[str], links: list[Link]) -> dict[str, set[str]]:
+    """The links among `nodes` that lie on a triangle of such links,
+    dropping unsupported ones until every link left has a third account
+    linked to both ends. A chain or a single bridge from one cluster to
+    another does not make accounts act together; a clique does."""
     adj: dict[str, set[str]] = {c: set() for c in nodes}
     for lk in links:
-        if lk.a in nodes and lk.b in nodes:
+        if lk.a in nodes and lk.b in nodes and lk.a != lk.b:
             adj[lk.a].add(lk.b)
             adj[lk.b].add(lk.a)
-    alive = set(nodes)
-    while alive:
-        need = max(1, min(k, len(alive) - 1))
-        weak = {c for c in alive if len(adj[c] & alive) < need}
-        if not weak:
-            break
-        alive -= weak
-    return alive
+    changed = True
+    while changed:
+        changed = False
+        for a in sorted(adj):
+            for b in sorted(adj[a]):
+                if a < b and not adj[a] & adj[b]:
+                    adj[a].discard(b)
+                    adj[b].discard(a)
+                    changed = True
+    return adj

@@ -137,13 +137,19 @@ class LinkIndex:
                 a, b = sorted((cid, other))
                 found.append(Link(a, b, "metadata", v, 1.0))
         self.keys[cid] = (bands, vals)
+        # Content links are checked again on every update of either end, so
+        # they reflect the latest summaries, not the order they came in.
+        mine = self.edges.get(cid, {})
+        candidates.update(o for o, lk in mine.items() if lk.kind == "content")
         if candidates:
             others = sorted(candidates)
             jac = similarity(cid, others)
             for other, j in zip(others, jac.tolist(), strict=True):
+                a, b = sorted((cid, other))
                 if j >= self.s.min_jaccard:
-                    a, b = sorted((cid, other))
                     found.append(Link(a, b, "content", f"jaccard={j:.3f}", round(j, 4)))
+                elif other in mine and mine[other].kind == "content":
+                    self._drop(cid, other)
         for link in found:
             self._keep(link)
         return found
@@ -158,6 +164,10 @@ class LinkIndex:
             if len(mine) > self.s.max_links:
                 weakest = min(mine, key=lambda k: (mine[k].kind == "metadata", mine[k].value))
                 del mine[weakest]
+
+    def _drop(self, x: str, y: str) -> None:
+        self.edges.get(x, {}).pop(y, None)
+        self.edges.get(y, {}).pop(x, None)
 
     def remove(self, cid: str) -> None:
         """Forgets a client (evicted from the group store)."""

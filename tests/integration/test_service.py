@@ -196,7 +196,7 @@ def group_world(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) ->
     raw, _ = simulate(n_benign=80, n_harvesters=0, n_sweepers=0, n_template_sweepers=0, seed=21)
     det = Detector(settings, embedder=embedder)
     det.fit_space([Event.model_validate(e) for e in raw])
-    cal = det.calibrate([Event.model_validate(e) for e in raw], target_fpr=0.05)
+    cal = det.calibrate([Event.model_validate(e) for e in raw], target_fpr=0.01)
     assert det.space is not None
     det.space.save(d / "space.zip")
     cal.save(d / "calibration.zip")
@@ -248,7 +248,10 @@ def test_two_consumers_and_a_group_detector_match_one_process(
     assert b.term() == 0, b.tail()  # one consumer stops mid-stream
     wait_until(lambda: t.committed() >= total, 300, "the whole stream committed")
     assert a.term() == 0, a.tail()
-    wait_until(lambda: named() == w["named"], 120, "group alerts naming the split harvest")
+    try:
+        wait_until(lambda: named() == w["named"], 120, "group alerts naming the split harvest")
+    except TimeoutError as e:
+        raise AssertionError(f"named {sorted(named())}, want {sorted(w['named'])}\n{e}") from None
     assert g.term() == 0, g.tail()
     assert t.state_counts(SECRET.encode(), w["levels"]) == dict(w["counts"])
     alerts = [json.loads(r.value) for r in t.read_all(t.group_alerts)]

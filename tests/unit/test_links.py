@@ -89,3 +89,37 @@ def test_dead_clients_are_forgotten_on_the_walk() -> None:
 def test_bands_must_divide_the_signature() -> None:
     with pytest.raises(ValueError, match="must divide"):
         LinkIndex(GroupSettings(lsh_bands=48), 128)
+
+
+def test_only_links_on_triangles_hold_a_group_together() -> None:
+    from spanwatch.groups import _supported
+    from spanwatch.links import Link
+
+    def lk(a: str, b: str) -> Link:
+        return Link(a, b, "content", "jaccard=0.5", 0.5)
+
+    clique = [
+        lk(a, b) for a, b in (("s1", "s2"), ("s1", "s3"), ("s2", "s3"), ("s3", "s4"), ("s2", "s4"))
+    ]
+    triangle = [lk("b1", "b2"), lk("b2", "b3"), lk("b1", "b3")]
+    bridge = [lk("s4", "b1")]
+    chain = [lk("s1", "c1"), lk("c1", "c2")]
+    nodes = {"s1", "s2", "s3", "s4", "b1", "b2", "b3", "c1", "c2"}
+    adj = _supported(nodes, clique + triangle + bridge + chain)
+    assert adj["s4"] == {"s2", "s3"}
+    assert adj["b1"] == {"b2", "b3"}  # the bridge to s4 is gone
+    assert adj["c1"] == adj["c2"] == set()
+    assert "c1" not in adj["s1"]
+
+
+def test_a_content_link_goes_when_the_prompts_drift_apart() -> None:
+    idx = LinkIndex(GroupSettings(min_jaccard=0.3), 128)
+    base = sig(0)
+    sigs = {"a": base, "b": sig(1, base, 0.6)}
+    sim = jaccard_of(sigs)
+    idx.update("a", sigs["a"], [], sim)
+    idx.update("b", sigs["b"], [], sim)
+    assert idx.component("a", lambda c: True)[0] == ["a", "b"]
+    sigs["b"] = sig(2, base, 0.05)
+    idx.update("b", sigs["b"], [], sim)
+    assert idx.component("a", lambda c: True)[0] == ["a"]
