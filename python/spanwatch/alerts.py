@@ -121,7 +121,8 @@ class GroupAlert(BaseModel):
         description="accounts that take part (share at least groups.member_floor), by share"
     )
     linked_accounts: int = Field(
-        description="other accounts linked to the members that do not take part"
+        description="accounts that take part and are linked to the members, "
+        "but not by links that close a triangle"
     )
     links: list[GroupLink] = Field(description="links among the members")
     reasons: list[Reason]

@@ -388,7 +388,7 @@ def _print_groups(g: dict[str, Any]) -> None:
     )
     print(
         f"{g['group_alerts']} group alerts, median {g['median_members']:.0f} members and "
-        f"{g['median_linked_not_acting']:.0f} linked accounts that do not take part"
+        f"{g['median_linked_outside']:.0f} linked outside the group's triangles"
     )
 
 

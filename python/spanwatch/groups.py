@@ -3,22 +3,23 @@
 Consumers publish each client's summary (`SketchStore.summary`: counts,
 coverage bitsets, cell histogram, MinHash signature, sequential evidence)
 with the metadata values that may link it to others. The group detector
-keeps the latest summary of every client in its own bounded store, links
-clients through `LinkIndex`, and judges the linked component of each
-updated client:
+keeps the latest summary of every client in its own bounded store. Clients
+whose evidence reaches `groups.member_floor` of their own alarm bound take
+part: only they are indexed and linked (`LinkIndex`), and the linked
+component of each updated one is judged:
 
 - each member's share of its own alarm bound is its calibrated evidence,
   so benign members add close to nothing;
 - the group alarms when the shares of its members add up to more than the
   sum of as many benign accounts' highest shares reaches at the target
   rate (`Calibration.group_threshold`);
-- the alert names the members that take part (share at least
-  `groups.member_floor`), the links among them with their reasons, the
-  joint coverage of the union of their traffic, and how many other
-  accounts are linked to them without taking part.
+- the alert names the members, the links among them with their reasons,
+  the joint coverage of the union of their traffic, and how many other
+  accounts that take part are linked to them without closing a triangle.
 
-Cost per summary: one restore, up to `lsh_bands * max_bucket` signature
-comparisons, and a walk of at most `max_group` clients.
+Cost per summary: one restore and one feature row; for a client that takes
+part, also up to `lsh_bands * max_bucket` signature comparisons and a walk
+of at most `max_group` clients.
 """
 
 from __future__ import annotations
@@ -90,14 +91,24 @@ class GroupDetector:
             self._probe.restore_summary(data)
         ids = [self.store.restore_summary(data) for data, _ in summaries]
         self._forget_evicted()
-        sigs = self.store.signatures(ids)
-        for cid, sig, (_, values) in zip(ids, sigs, summaries, strict=True):
-            if cid in self.store:
-                self.index.update(cid, sig, values, self._similarity)
+        latest = {c: values for c, (_, values) in zip(ids, summaries, strict=True)}
+        order = [c for c in latest if c in self.store]
+        share, _ = self.shares(order)
+        floor = self.config.groups.member_floor
+        # Only accounts that take part are indexed and linked: the others
+        # cost one restore and nothing else.
+        acting = [c for c, v in zip(order, share.tolist(), strict=True) if v >= floor]
+        for c, v in zip(order, share.tolist(), strict=True):
+            if v < floor and c in self.index.keys:
+                self.index.remove(c)
+        if acting:
+            sigs = self.store.signatures(acting)
+            for cid, sig in zip(acting, sigs, strict=True):
+                self.index.update(cid, sig, latest[cid], self._similarity)
         alerts: list[GroupAlert] = []
         judged: set[str] = set()
-        for cid in dict.fromkeys(ids):
-            if cid in judged or cid not in self.store:
+        for cid in acting:
+            if cid in judged:
                 continue
             members, links = self.index.component(cid, self.store.__contains__)
             judged.update(members)

@@ -154,7 +154,7 @@ def _measure(
     }
     out["group_alerts"] = len(alerts)
     out["median_members"] = float(np.median([len(a.members) for a in alerts])) if alerts else 0.0
-    out["median_linked_not_acting"] = (
+    out["median_linked_outside"] = (
         float(np.median([a.linked_accounts for a in alerts])) if alerts else 0.0
     )
     return out
