@@ -2,9 +2,9 @@
 what the group detector pays per summary and per client, on real prompts.
 
 Clients send 5 real prompts each (cells drawn at random). A fifth of them
-share an org with 4 others; 1% are campaign accounts in orgs of 20 whose
-sequential evidence is set to half their alarm bound, so groups alarm and
-the whole judging path runs.
+share an org with 4 others. Campaign accounts (1% or 10%) come in orgs of
+20, and their sequential evidence is set to half their alarm bound, so they
+take part, groups alarm and the whole judging path runs.
 
     python bench/python/bench_groups.py            # about two minutes on 2 cores
     python bench/python/bench_groups.py --quick
@@ -49,7 +49,7 @@ def rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def setup(clients: int) -> tuple[Space, Calibration, list[Summary], float]:
+def setup(clients: int, every: int) -> tuple[Space, Calibration, list[Summary], float]:
     """A space, a calibration, every client's summary, and the consumer's
     cost of one summary in microseconds."""
     rng = np.random.default_rng(0)
@@ -87,7 +87,7 @@ def setup(clients: int) -> tuple[Space, Calibration, list[Summary], float]:
             cells[lo : lo + 8192],
             np.arange(lo, lo + len(sel), dtype=np.float64),
         )
-    campaign = set(range(0, clients, 100))
+    campaign = set(range(0, clients, every))
     for i in campaign:
         store.set_evidence(ids[i], 0.5)
     camp = sorted(campaign)
@@ -104,9 +104,9 @@ def setup(clients: int) -> tuple[Space, Calibration, list[Summary], float]:
     return space, cal, out, per_summary
 
 
-def run(clients: int) -> list[str]:
-    status(f"{clients:,} clients: building summaries")
-    space, cal, summaries, per_summary = setup(clients)
+def run(clients: int, every: int) -> list[str]:
+    status(f"{clients:,} clients, 1 in {every} taking part: building summaries")
+    space, cal, summaries, per_summary = setup(clients, every)
     cfg = load_settings(secret_key="bench", sketch={"levels": LEVELS})
     before = rss_bytes()
     det = GroupDetector(space, cfg, cal)
@@ -124,6 +124,7 @@ def run(clients: int) -> list[str]:
     second = time.perf_counter() - start
     return [
         f"{clients:,}",
+        f"{1 / every:.0%}",
         f"{per_summary:.1f}",
         f"{len(summaries) / first:,.0f}",
         f"{len(summaries) / second:,.0f}",
@@ -139,12 +140,13 @@ def main() -> None:
     args = ap.parse_args()
     print(machine_line())
     print(load_line())
-    sizes = (10_000,) if args.quick else (10_000, 100_000)
-    rows = [run(n) for n in sizes]
+    sizes = ((10_000, 100),) if args.quick else ((10_000, 100), (100_000, 100), (100_000, 10))
+    rows = [run(n, every) for n, every in sizes]
     table(
         "group detection cost (one process, summaries in batches of 1,000)",
         [
             "clients",
+            "taking part",
             "summary() us",
             "new summaries/s",
             "known summaries/s",

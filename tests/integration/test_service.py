@@ -246,6 +246,12 @@ def test_two_consumers_and_a_group_detector_match_one_process(
 
     wait_until(lambda: t.committed() >= total // 3, 300, "a third of the stream committed")
     assert b.term() == 0, b.tail()  # one consumer stops mid-stream
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=[broker.bootstrap], acks="all")
+    p.send(t.sketches, key=b"bogus", value=b"not a summary", headers=[("links", b"[]")])
+    p.flush()
+    p.close()
     wait_until(lambda: t.committed() >= total, 300, "the whole stream committed")
     assert a.term() == 0, a.tail()
     try:
@@ -256,4 +262,6 @@ def test_two_consumers_and_a_group_detector_match_one_process(
     assert t.state_counts(SECRET.encode(), w["levels"]) == dict(w["counts"])
     alerts = [json.loads(r.value) for r in t.read_all(t.group_alerts)]
     assert all(al["kind"] == "group" and al["score"] >= al["threshold"] for al in alerts)
-    assert not t.read_all(t.dead)
+    (dead,) = [json.loads(r.value) for r in t.read_all(t.dead)]
+    assert dead["reason"].startswith("bad summary") and dead["source"]["topic"] == t.sketches
+    assert base64.b64decode(dead["value_b64"]) == b"not a summary"
