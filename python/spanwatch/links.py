@@ -1,10 +1,11 @@
 """Links between accounts that may act as one: a shared value of a
 configured metadata key, or shared prompt shingles found by MinHash LSH.
 
-Every index is bounded: a bucket keeps its most recent `max_bucket` members
-and a client its `max_links` strongest links, so an update costs at most
-`lsh_bands * max_bucket` signature comparisons plus one lookup per metadata
-value, and never a pass over all pairs of clients.
+Every index is bounded: a bucket keeps its most recent `max_bucket`
+members, and a client keeps its strongest links, `max_links` to twice as
+many. An update costs at most `lsh_bands * max_bucket` signature comparisons
+plus one lookup per metadata value, and never a pass over all pairs of
+clients.
 """
 
 from __future__ import annotations
@@ -161,9 +162,13 @@ class LinkIndex:
             if old is not None and old.kind == "metadata" and link.kind == "content":
                 continue  # a shared metadata value is the stronger reason
             mine[y] = link
-            if len(mine) > self.s.max_links:
-                weakest = min(mine, key=lambda k: (mine[k].kind == "metadata", mine[k].value))
-                del mine[weakest]
+            if len(mine) > 2 * self.s.max_links:
+                # Trim in one go to the strongest max_links (metadata first),
+                # so the cap costs O(log) per link, not a scan per link.
+                keep = sorted(mine, key=lambda k: (mine[k].kind != "metadata", -mine[k].value, k))
+                for k in keep[self.s.max_links :]:
+                    del mine[k]
+                    self.edges.get(k, {}).pop(x, None)
 
     def _drop(self, x: str, y: str) -> None:
         self.edges.get(x, {}).pop(y, None)
