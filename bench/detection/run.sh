@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Detection benchmark on the development data: builds the pools from
-# ../shared/data, then runs `spanwatch eval` at 1500- and 200-query streams.
-# Results: out/eval-1500/ and out/eval-200/ (report.json, details.json, PNGs).
+# ../shared/data, runs `spanwatch eval` at 1500- and 200-query streams, then
+# splits a harvest over 20 and over 50 accounts (`--sybil`).
+# Results: out/eval-1500/, out/eval-200/ (report.json, details.json, PNGs),
+# out/eval-sybil-20/ and out/eval-sybil-50/ (the same, plus groups.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SPANWATCH_SECRET_KEY="${SPANWATCH_SECRET_KEY:-detection-bench}"
 python bench/detection/pools.py --out out/pools
+common=(--benign out/pools/benign.jsonl --attack out/pools/attack.jsonl
+    --templates out/pools/templates.jsonl --clients 400 --calibration-clients 800
+    --attackers 100 --seed 0 --target-fpr 0.005)
 for n in 1500 200; do
-    spanwatch eval --benign out/pools/benign.jsonl --attack out/pools/attack.jsonl \
-        --templates out/pools/templates.jsonl --stream-length "$n" \
-        --clients 400 --calibration-clients 800 --attackers 100 --seed 0 \
-        --target-fpr 0.005 --report "out/eval-$n" "$@"
+    spanwatch eval "${common[@]}" --stream-length "$n" --report "out/eval-$n" "$@"
+done
+for n in 20 50; do
+    spanwatch eval "${common[@]}" --stream-length 1500 --sybil "$n" \
+        --report "out/eval-sybil-$n" "$@"
 done
