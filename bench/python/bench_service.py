@@ -11,6 +11,10 @@ B. `spanwatch run` on prompt-only events: the same prompts are produced to a fre
    topic creation and the idle wait at the end are not counted. Target: B/A >= 0.9.
 C. `spanwatch run` on events that carry a precomputed `embedding` (384 floats rounded to
    4 decimals), N = 50,000 (10,000 with --quick), pre-produced. Target: >= 50k events/s.
+C2. the same events with the vector in `embedding_b64` (base64 of little-endian float32)
+   instead of a JSON list.
+K. a bare kafka-python consumer reading row C's topic with no processing: the ceiling of
+   any Python consumer on these records.
 D. lag at 80% of row C's rate: a thread produces at a steady rate while the service
    runs; every second, lag = records produced - `spanwatch_events_total`. Reports max lag
    and whether it grows (last third of the samples against the first third).
@@ -25,6 +29,7 @@ always stopped at the end. Run from the repo root:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -156,16 +161,22 @@ def prompts_events(n: int, seed: int) -> list[dict[str, Any]]:
     return out[:n]
 
 
-def embedded_events(base: list[dict[str, Any]], vectors: np.ndarray, n: int) -> list[bytes]:
+def embedded_events(
+    base: list[dict[str, Any]], vectors: np.ndarray, n: int, b64: bool = False
+) -> list[bytes]:
     """n JSON events that reuse `base` prompts and their vectors round-robin, with the
-    client ids suffixed per pass so that clients keep growing."""
+    client ids suffixed per pass so that clients keep growing. With `b64`, the vector goes
+    in `embedding_b64` (little-endian float32, base64) instead of a JSON list."""
     out = []
     for i in range(n):
         j = i % len(base)
         ev = dict(base[j])
         ev["client_id"] = f"{ev['client_id']}-{i // len(base)}"
         ev["event_id"] = f"e{i}"
-        ev["embedding"] = [round(float(x), 4) for x in vectors[j]]
+        if b64:
+            ev["embedding_b64"] = base64.b64encode(vectors[j].astype("<f4").tobytes()).decode()
+        else:
+            ev["embedding"] = [round(float(x), 4) for x in vectors[j]]
         out.append(json.dumps(ev, separators=(",", ":")).encode())
     return out
 
@@ -298,6 +309,26 @@ def rate(samples: list[tuple[float, float]], n: int) -> float:
     t_end = next(t for t, v in live if v >= final)
     t0, v0 = live[0]
     return (final - v0) / max(t_end - t0, 1e-9)
+
+
+def consumer_eps(run: Run, n: int) -> float:
+    """Records/s that a bare kafka-python consumer reads from the run's topic, with no
+    processing at all: the ceiling for `spanwatch run` on these records."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=[run.bootstrap], enable_auto_commit=False)
+    try:
+        parts = c.partitions_for_topic(run.prompts_topic) or set()
+        tps = [TopicPartition(run.prompts_topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        got, t0 = 0, time.perf_counter()
+        while got < n:
+            for recs in c.poll(timeout_ms=1000, max_records=500).values():
+                got += len(recs)
+        return got / (time.perf_counter() - t0)
+    finally:
+        c.close()
 
 
 def service_eps(run: Run, values: list[bytes], timeout: float) -> float:
@@ -452,6 +483,12 @@ def measure(
     status(f"row C: {len(values)} events, {sum(map(len, values)) / len(values):,.0f} B each")
     run_c = Run(bootstrap, space, work, f"{tag}-c")
     eps_c, busy_c = busy_cpus(lambda: service_eps(run_c, values, 900))
+    status(f"row C: {eps_c:,.0f} events/s; bare consumer on the same records")
+    eps_k, busy_k = busy_cpus(lambda: consumer_eps(run_c, len(values)))
+    values64 = embedded_events(base[:n_vec], np.asarray(vectors), size.embedded, b64=True)
+    status(f"row C2: {len(values64)} events, {sum(map(len, values64)) / len(values64):,.0f} B each")
+    run_c2 = Run(bootstrap, space, work, f"{tag}-c2")
+    eps_c2, busy_c2 = busy_cpus(lambda: service_eps(run_c2, values64, 900))
     ratio = eps_b / eps_a
     rows = [
         Row("A. raw embedder (batch 64, no cache)", len(prompts), eps_a, busy_a),
@@ -463,6 +500,15 @@ def measure(
             "C. spanwatch run, precomputed embeddings", len(values), eps_c, busy_c,
             f"{eps_c / TARGET_EPS:.2f} of target", ">= 50,000/s",
             "yes" if eps_c >= TARGET_EPS else "no",
+        ),
+        Row(
+            "C2. the same, embedding_b64", len(values64), eps_c2, busy_c2,
+            f"{eps_c2 / TARGET_EPS:.2f} of target", ">= 50,000/s",
+            "yes" if eps_c2 >= TARGET_EPS else "no",
+        ),
+        Row(
+            "K. bare kafka-python consumer, row C records", len(values), eps_k, busy_k,
+            f"C is {eps_c / eps_k:.2f} of K", "", "",
         ),
     ]  # fmt: skip
     lag = None

@@ -57,6 +57,11 @@ def store_for(space: Space, config: Settings, *, max_clients: int | None = None)
     return store
 
 
+def _vectors(events: Sequence[Event]) -> list[npt.NDArray[np.float32]]:
+    """The events' precomputed embeddings as float32 rows."""
+    return [v for e in events if (v := e.vector()) is not None]
+
+
 class ClientReport(BaseModel):
     """Everything the detector knows of one client."""
 
@@ -161,16 +166,17 @@ class Detector:
 
     @staticmethod
     def _needs_model(events: Sequence[Event]) -> bool:
-        return any(e.embedding is None for e in events)
+        return any(not e.has_embedding for e in events)
 
     def embed(self, events: Sequence[Event]) -> npt.NDArray[np.float32]:
         """Embeddings of the events: the precomputed ones where given, the
         model's for the rest. Raises EventError on a wrong dimension."""
         want = self.space.dim if self.space is not None else None
-        given = [i for i, e in enumerate(events) if e.embedding is not None]
+        given = [i for i, e in enumerate(events) if e.has_embedding]
+        vecs = _vectors([events[i] for i in given])
         if want is None and given:
-            want = len(events[given[0]].embedding or ())
-        todo = [i for i, e in enumerate(events) if e.embedding is None]
+            want = len(vecs[0])
+        todo = [i for i, e in enumerate(events) if not e.has_embedding]
         if todo:
             dim = self.embedder.dim
             if want is not None and dim != want:
@@ -178,20 +184,22 @@ class Detector:
             want = dim
         assert want is not None or not events
         out = np.zeros((len(events), want or 0), dtype=np.float32)
-        for i in given:
-            vec = events[i].embedding or ()
-            if len(vec) != want:
+        for i, v in zip(given, vecs, strict=True):
+            if len(v) != want:
                 raise EventError(
-                    f"event {events[i].event_id or i}: embedding has {len(vec)} dimensions, "
+                    f"event {events[i].event_id or i}: embedding has {len(v)} dimensions, "
                     f"expected {want}"
                 )
-            v = np.asarray(vec, dtype=np.float32)
-            norm = float(np.linalg.norm(v))
-            if not np.isfinite(norm) or norm == 0.0:
+        if given:
+            arr = np.stack(vecs) if len(vecs) > 1 else vecs[0][None, :]
+            norms = np.linalg.norm(arr, axis=1)
+            bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+            if len(bad):
+                i = given[int(bad[0])]
                 raise EventError(
                     f"event {events[i].event_id or i}: embedding is zero or not finite"
                 )
-            out[i] = v / norm
+            out[given] = arr / norms[:, None]
         if todo:
             out[todo] = self.embedder.embed([events[i].prompt for i in todo])
         return out

@@ -329,8 +329,8 @@ class Service:
             )
         except EventError as e:
             return e.reason
-        if ev.embedding is not None:
-            v = np.asarray(ev.embedding, dtype=np.float64)
+        v = ev.vector()
+        if v is not None:
             if len(v) != self.space.dim:
                 return f"embedding has {len(v)} dimensions, expected {self.space.dim}"
             if not np.isfinite(v).all() or not np.any(v):

@@ -317,3 +317,83 @@ def test_event_is_frozen() -> None:
     ev = parse_event(record())
     with pytest.raises(ValueError, match="frozen"):
         ev.prompt = "changed"
+
+
+def _b64(values: list[float]) -> str:
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
+
+
+def test_embedding_b64_gives_the_same_vector_as_the_list() -> None:
+    import numpy as np
+
+    values = [0.25, -1.5, 3.0, 0.125]
+    a = parse_event(json.dumps({"client_id": "c", "prompt": "p", "ts": 1, "embedding": values}))
+    b = parse_event(
+        json.dumps({"client_id": "c", "prompt": "p", "ts": 1, "embedding_b64": _b64(values)})
+    )
+    assert a.has_embedding and b.has_embedding
+    va, vb = a.vector(), b.vector()
+    assert va is not None and vb is not None
+    assert vb.dtype == np.float32 and np.array_equal(va, vb)
+    assert parse_event(json.dumps({"client_id": "c", "prompt": "p", "ts": 1})).vector() is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("not base64!", "not valid base64"),
+        ("AAAA", "3 bytes"),
+        ("", "0 bytes"),
+        (12, "embedding_b64"),
+    ],
+)
+def test_bad_embedding_b64_is_refused_with_a_reason(value: Any, reason: str) -> None:
+    raw = json.dumps({"client_id": "c", "prompt": "p", "ts": 1, "embedding_b64": value})
+    with pytest.raises(EventError, match=reason):
+        parse_event(raw)
+
+
+def test_both_embedding_forms_at_once_are_refused() -> None:
+    raw = json.dumps(
+        {"client_id": "c", "prompt": "p", "ts": 1, "embedding": [1.0], "embedding_b64": _b64([1.0])}
+    )
+    with pytest.raises(EventError, match="not both"):
+        parse_event(raw)
+
+
+def test_detector_embeds_both_forms_alike_and_refuses_a_zero_vector() -> None:
+    import numpy as np
+
+    from spanwatch.config import load_settings
+    from spanwatch.detector import Detector
+    from spanwatch.space import Space
+
+    rng = np.random.default_rng(0)
+    space = Space.fit(rng.normal(size=(400, 8)).astype(np.float32), levels=[4, 16], niter=3)
+    det = Detector(load_settings(secret_key="t"), space=space)
+    vecs = rng.normal(size=(3, 8)).astype(np.float32)
+    listed = [
+        Event(client_id="c", prompt="p", ts=1, embedding=tuple(float(x) for x in v)) for v in vecs
+    ]
+    packed = [
+        Event.model_validate({"client_id": "c", "prompt": "p", "ts": 1, "embedding_b64": _b64(v)})
+        for v in vecs.tolist()
+    ]
+    a, b = det.embed(listed), det.embed(packed)
+    assert np.array_equal(a, b)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
+    zero = Event.model_validate(
+        {
+            "client_id": "c",
+            "prompt": "p",
+            "ts": 1,
+            "event_id": "z",
+            "embedding_b64": _b64([0.0] * 8),
+        }
+    )
+    with pytest.raises(EventError, match="event z: embedding is zero"):
+        det.embed([*packed, zero])
