@@ -13,6 +13,7 @@ C. `spanwatch run` on events that carry a precomputed `embedding` (384 floats ro
    4 decimals), N = 50,000 (10,000 with --quick), pre-produced. Target: >= 50k events/s.
 C2. the same events with the vector in `embedding_b64` (base64 of little-endian float32)
    instead of a JSON list.
+C3. row C2 with `space.assign = "ivf"` (inverted-file search for the 4,096-cell level).
 K. a bare kafka-python consumer reading row C's topic with no processing: the ceiling of
    any Python consumer on these records.
 D. lag at 80% of row C's rate: a thread produces at a steady rate while the service
@@ -42,7 +43,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -221,6 +222,7 @@ class Run:
     space: Path
     workdir: Path
     tag: str
+    extra: dict[str, str] = field(default_factory=dict)  # more environment for the child
 
     def __post_init__(self) -> None:
         self.prompts_topic = f"bench-prompts-{self.tag}"
@@ -239,6 +241,7 @@ class Run:
             f"{k}GROUP_ID": f"bench-group-{self.tag}",
             "SPANWATCH_SECRET_KEY": "bench-" + uuid.uuid4().hex,
             "SPANWATCH_EMBED__CACHE": "false",
+            **self.extra,
         }
 
     def create_topics(self) -> None:
@@ -489,6 +492,9 @@ def measure(
     status(f"row C2: {len(values64)} events, {sum(map(len, values64)) / len(values64):,.0f} B each")
     run_c2 = Run(bootstrap, space, work, f"{tag}-c2")
     eps_c2, busy_c2 = busy_cpus(lambda: service_eps(run_c2, values64, 900))
+    status(f"row C2: {eps_c2:,.0f} events/s; row C3 with space.assign = ivf")
+    run_c3 = Run(bootstrap, space, work, f"{tag}-c3", {"SPANWATCH_SPACE__ASSIGN": "ivf"})
+    eps_c3, busy_c3 = busy_cpus(lambda: service_eps(run_c3, values64, 900))
     ratio = eps_b / eps_a
     rows = [
         Row("A. raw embedder (batch 64, no cache)", len(prompts), eps_a, busy_a),
@@ -505,6 +511,11 @@ def measure(
             "C2. the same, embedding_b64", len(values64), eps_c2, busy_c2,
             f"{eps_c2 / TARGET_EPS:.2f} of target", ">= 50,000/s",
             "yes" if eps_c2 >= TARGET_EPS else "no",
+        ),
+        Row(
+            "C3. the same, space.assign = ivf", len(values64), eps_c3, busy_c3,
+            f"{eps_c3 / TARGET_EPS:.2f} of target", ">= 50,000/s",
+            "yes" if eps_c3 >= TARGET_EPS else "no",
         ),
         Row(
             "K. bare kafka-python consumer, row C records", len(values), eps_k, busy_k,

@@ -78,6 +78,13 @@ class SpaceSettings(_Section):
     min_points_per_cell: int = Field(default=4, ge=1)
     niter: int = Field(default=20, ge=1)
     seed: int = 0
+    assign: str = Field(
+        default="exact",
+        pattern="^(exact|ivf)$",
+        description="ivf: inverted-file search for levels of 1024+ cells (faster, "
+        "a few percent of events get a near cell instead of the nearest)",
+    )
+    nprobe: int = Field(default=8, ge=1, description="lists searched with assign = ivf")
 
 
 class ScoringSettings(_Section):

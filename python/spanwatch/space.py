@@ -52,7 +52,9 @@ class Space:
         self.requested_levels = list(requested_levels or self.levels)
         # Add-one smoothing: a cell never seen in fitting still has some mass.
         self.freqs = [(n + 1) / (n + 1).sum() for n in self.counts]
-        self._indexes = []
+        self.search = "exact"
+        self._quantizers: list[Any] = []
+        self._indexes: list[Any] = []
         for c in self.centroids:
             index = faiss.IndexFlatIP(self.dim)
             index.add(c)
@@ -122,6 +124,29 @@ class Space:
             _, ids = index.search(x, 1)
             out[:, j] = ids[:, 0]
         return out
+
+    def use_ivf(self, nprobe: int = 8, min_cells: int = 1024) -> None:
+        """Assigns levels of at least `min_cells` cells with an inverted file
+        (sqrt(cells) lists, `nprobe` of them searched) instead of exact
+        search: several times faster, and a few percent of events get a
+        near cell instead of the nearest (see bench/README.md)."""
+        if nprobe < 1:
+            raise SpaceError(f"nprobe must be at least 1, got {nprobe}")
+        if self.search == f"ivf:{nprobe}:{min_cells}":
+            return
+        self.search = f"ivf:{nprobe}:{min_cells}"
+        for j, c in enumerate(self.centroids):
+            if len(c) < min_cells:
+                continue
+            nlist = max(1, round(len(c) ** 0.5))
+            quantizer = faiss.IndexFlatIP(self.dim)
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = 0
+            index.train(c)
+            index.add(c)
+            index.nprobe = min(nprobe, nlist)
+            self._quantizers.append(quantizer)  # the index does not own it
+            self._indexes[j] = index
 
     def expected_cells(self, n: float) -> npt.NDArray[np.float64]:
         """Distinct cells per level that n draws from the population would hit."""

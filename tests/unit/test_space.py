@@ -469,3 +469,25 @@ def test_load_of_malformed_space_file_raises_space_error(
 
 def test_repr_names_levels_dim_and_model(small_space: Space) -> None:
     assert repr(small_space) == "Space(levels=[4, 16], dim=16, model_id='random')"
+
+
+def test_ivf_search_agrees_with_exact_when_it_probes_every_list() -> None:
+    import numpy as np
+
+    from spanwatch.space import Space
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = Space.fit(x, levels=[8, 1024], niter=3)
+    probe = rng.normal(size=(500, 16)).astype(np.float32)
+    want = exact.assign(probe)
+    ivf = Space(exact.centroids, exact.counts)
+    ivf.use_ivf(nprobe=32)  # sqrt(1024) = 32 lists: all of them
+    assert ivf.search == "ivf:32:1024"
+    assert np.array_equal(ivf.assign(probe), want)
+    few = Space(exact.centroids, exact.counts)
+    few.use_ivf(nprobe=1)
+    got = few.assign(probe)
+    assert np.array_equal(got[:, 0], want[:, 0])  # 8 cells: below min_cells, still exact
+    assert 0.3 < float(np.mean(got[:, 1] == want[:, 1])) < 1.0
