@@ -2,7 +2,7 @@
 PY ?= python3
 DEMO ?= out/demo
 
-.PHONY: install demo test lint rust-test py-test bench schema clean kafka-up kafka-down service
+.PHONY: install demo test lint rust-test py-test bench bench-all schema clean kafka-up kafka-down service
 
 install:
 	$(PY) -m pip install --quiet -e ".[dev,kafka]"
@@ -49,6 +49,9 @@ py-test:
 
 bench:
 	$(PY) bench/python/bench_sketch.py
+
+bench-all:
+	bash bench/run_all.sh
 
 schema:
 	spanwatch schema --out schemas/alert.schema.json
