@@ -163,6 +163,29 @@ def parse_event(
             raise EventError(f"invalid UTF-8 at byte {e.start}") from None
     else:
         text = raw
+    # Fast path: pydantic parses and validates the JSON in one pass in Rust
+    # (about 4x faster with an embedding list). Anything it refuses, or an
+    # oversized prompt, takes the slow path below, which gives the reasons.
+    try:
+        event = Event.model_validate_json(text)
+    except (ValidationError, ValueError):
+        pass
+    else:
+        if len(event.prompt.encode("utf-8", "surrogatepass")) <= max_prompt_bytes:
+            _check_text(event)
+            return event
+    return _parse_slow(text, max_prompt_bytes, default_ts)
+
+
+def _check_text(event: Event) -> None:
+    try:
+        event.prompt.encode("utf-8")
+        event.client_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventError("text holds lone surrogates (not valid Unicode)") from None
+
+
+def _parse_slow(text: str, max_prompt_bytes: int, default_ts: float | None) -> Event:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -189,9 +212,5 @@ def parse_event(
         and len(event.prompt.encode("utf-8", "surrogatepass")) > max_prompt_bytes
     ):
         raise EventError(f"prompt is over the limit of {max_prompt_bytes} bytes")
-    try:
-        event.prompt.encode("utf-8")
-        event.client_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise EventError("text holds lone surrogates (not valid Unicode)") from None
+    _check_text(event)
     return event
