@@ -285,6 +285,20 @@ class Service:
                         raise
                     log.warning("restoring partition %d failed (%s); retrying in 1s", p, e)
                     self._stop.wait(1.0)
+        if todo:
+            self._settle_positions(todo)
+
+    def _settle_positions(self, partitions: list[int]) -> None:
+        """Asks for each new partition's position. In kafka-python 3.0 a
+        partition can wait for offset validation that poll() never finishes,
+        and then return nothing (dpkp/kafka-python#3106, #3131); position()
+        waits for that validation, so fetching starts."""
+        for p in partitions:
+            tp = TopicPartition(self.k.prompts_topic, p)
+            try:
+                self._consumer.position(tp, timeout_ms=10_000)
+            except Exception as e:  # revoked meanwhile, or the broker is away
+                log.info("partition %d: position not settled (%s)", p, e)
 
     def _restore(self, p: int) -> _Partition:
         """Reads partition p of the state topic from the start to its end."""
