@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 from typing import Any
 
-__all__ = ["dead_letter", "reason_kind"]
+__all__ = ["dead_letter", "reason_kind", "send_dead_letter"]
+
+log = logging.getLogger("spanwatch.deadletter")
 
 
 def reason_kind(reason: str) -> str:
@@ -44,3 +47,12 @@ def dead_letter(
         with contextlib.suppress(UnicodeDecodeError):
             rec["value_text"] = value.decode("utf-8")
     return json.dumps(rec, ensure_ascii=False).encode("utf-8")
+
+
+def send_dead_letter(producer: Any, topic: str, metrics: Any, r: Any, reason: str) -> None:
+    """Sends consumer record `r` to the dead-letter `topic` with its reason,
+    counts it in `metrics.dead_letters` and logs it."""
+    body = dead_letter(r.value, r.key, reason, r.topic, r.partition, r.offset)
+    producer.send(topic, key=r.key, value=body)
+    metrics.dead_letters.labels(reason_kind(reason)).inc()
+    log.info("dead letter %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)

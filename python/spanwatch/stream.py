@@ -29,7 +29,7 @@ from kafka.structs import OffsetAndMetadata
 from spanwatch import __version__
 from spanwatch.alerts import Alert
 from spanwatch.config import KafkaSettings, Settings
-from spanwatch.deadletter import dead_letter, reason_kind
+from spanwatch.deadletter import send_dead_letter
 from spanwatch.detector import Detector
 from spanwatch.embed import Embedder
 from spanwatch.errors import EventError, SpanwatchError
@@ -420,10 +420,7 @@ class Service:
         self.alerts_sent += 1
 
     def _dead_letter(self, r: Any, reason: str) -> None:
-        body = dead_letter(r.value, r.key, reason, r.topic, r.partition, r.offset)
-        self._producer.send(self.k.dead_letter_topic, key=r.key, value=body)
-        self.metrics.dead_letters.labels(reason_kind(reason)).inc()
-        log.info("dead letter %s/%d@%d: %s", r.topic, r.partition, r.offset, reason)
+        send_dead_letter(self._producer, self.k.dead_letter_topic, self.metrics, r, reason)
 
     # ------------------------------------------------------------ checkpoints
 
