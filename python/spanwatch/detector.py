@@ -27,7 +27,7 @@ from spanwatch.errors import ConfigError, EventError, SnapshotError, SpaceError
 from spanwatch.events import Event
 from spanwatch.groups import GroupDetector, Summary
 from spanwatch.links import link_values
-from spanwatch.scoring import RULE, CoverageScore, FeatureRow, score_coverage
+from spanwatch.scoring import RULE, CoverageScore, FeatureRow, evidence_of, score_coverage
 from spanwatch.space import Space
 
 __all__ = ["ClientReport", "Detector", "store_for"]
@@ -193,7 +193,7 @@ class Detector:
                     f"expected {want}"
                 )
         if given:
-            arr = np.stack(vecs) if len(vecs) > 1 else vecs[0][None, :]
+            arr = np.stack(vecs)
             norms = np.linalg.norm(arr, axis=1)
             bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
             if len(bad):
@@ -339,24 +339,6 @@ class Detector:
                 store.set_alert_level(cid, level)
         return alerts
 
-    def _evidence(self, f: FeatureRow) -> Evidence:
-        space = self.space
-        assert space is not None
-        n = f["count"]
-        expected = space.expected_cells(n) if n > 0 else np.zeros(len(space.levels))
-        return Evidence(
-            query_count=int(n),
-            coverage={str(lv): round(f[f"coverage_{lv}"], 6) for lv in space.levels},
-            cells={str(lv): int(f[f"cells_{lv}"]) for lv in space.levels},
-            expected_cells={
-                str(lv): round(float(e), 3) for lv, e in zip(space.levels, expected, strict=True)
-            },
-            near_duplicate_share=round(f["near_dup_share"], 4),
-            distinct_prompts=round(f["distinct_prompts"], 1),
-            first_seen=utc(f["first_ts"]),
-            last_seen=utc(f["last_ts"]),
-        )
-
     def _sequential_alert(
         self, ev: Event, f: FeatureRow, evidence: float, sev: int, reasons: list[Reason]
     ) -> Alert:
@@ -371,7 +353,7 @@ class Detector:
             score=round(evidence, 4),
             threshold=round(self.alarm_bound(n), 4),
             reasons=reasons,
-            evidence=self._evidence(f),
+            evidence=evidence_of(self._require()[0], f),
         )
 
     def calibrate(

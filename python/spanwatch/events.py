@@ -62,6 +62,9 @@ class Event(BaseModel):
                     f"embedding_b64 holds {len(raw)} bytes, not a whole number of float32 values"
                 )
             self._vector = np.frombuffer(raw, dtype="<f4")
+        elif self.embedding is not None:
+            # once, here: the service checks it and the detector embeds it
+            self._vector = np.asarray(self.embedding, dtype=np.float32)
         return self
 
     @property
@@ -70,11 +73,9 @@ class Event(BaseModel):
 
     def vector(self) -> npt.NDArray[np.float32] | None:
         """The precomputed embedding as float32, from either field."""
-        if self._vector is not None:
-            return self._vector
-        if self.embedding is not None:
+        if self._vector is None and self.embedding is not None:  # built without validation
             return np.asarray(self.embedding, dtype=np.float32)
-        return None
+        return self._vector
 
     @model_validator(mode="before")
     @classmethod

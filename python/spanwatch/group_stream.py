@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from spanwatch.alerts import GroupAlert
@@ -28,7 +28,7 @@ from spanwatch.errors import SpanwatchError
 from spanwatch.groups import GroupDetector, Summary
 from spanwatch.metrics import Metrics
 from spanwatch.space import Space
-from spanwatch.stream import ensure_topics
+from spanwatch.stream import durable_producer, ensure_topics
 
 __all__ = ["GroupService"]
 
@@ -54,7 +54,7 @@ class GroupService:
     def _connect(self) -> list[TopicPartition]:
         cfg = self.k.client_config()
         ensure_topics(self.k)
-        self._producer = KafkaProducer(**cfg, acks="all", linger_ms=5, retries=2**31 - 1)
+        self._producer = durable_producer(self.k)
         self._consumer = KafkaConsumer(**cfg, group_id=None, enable_auto_commit=False)
         parts = self._consumer.partitions_for_topic(self.k.sketch_topic)
         if not parts:
@@ -119,6 +119,7 @@ class GroupService:
                 continue
             latest[r.key.decode("utf-8", "replace")] = r
         batch: list[Summary] = []
+        sources = []
         for client, r in latest.items():
             if r.value is None:
                 self.groups.forget(client)
@@ -130,8 +131,19 @@ class GroupService:
                 self._dead_letter(r, f"bad summary: {e}")
                 continue
             batch.append((r.value, links))
+            sources.append(r)
         self.metrics.summaries.inc(len(batch))
-        for alert in self.groups.update(batch):
+        try:
+            alerts = self.groups.update(batch)
+        except Exception as e:  # as the detect role does: never stop on one record
+            log.warning("a batch of %d summaries failed (%s): retrying one by one", len(batch), e)
+            alerts = []
+            for one, r in zip(batch, sources, strict=True):
+                try:
+                    alerts += self.groups.update([one])
+                except Exception as e1:
+                    self._dead_letter(r, f"processing failed: {e1}")
+        for alert in alerts:
             self._send(alert)
 
     def _send(self, a: GroupAlert) -> None:

@@ -33,7 +33,6 @@ import numpy.typing as npt
 from spanwatch._core import SketchStore
 from spanwatch.alerts import (
     SEVERITIES,
-    Evidence,
     GroupAlert,
     GroupLink,
     GroupMember,
@@ -45,7 +44,7 @@ from spanwatch.calibrate import Calibration
 from spanwatch.config import Settings
 from spanwatch.errors import ConfigError
 from spanwatch.links import Link, LinkIndex
-from spanwatch.scoring import FeatureRow
+from spanwatch.scoring import FeatureRow, evidence_of
 from spanwatch.space import Space
 
 __all__ = ["GroupDetector", "Summary"]
@@ -88,7 +87,7 @@ class GroupDetector:
         Raises SnapshotError, before any change, for a summary that is
         corrupt or made under another key or sketch shape."""
         for data, _ in summaries:  # check every summary before any change
-            self._probe.restore_summary(data)
+            self.check(data)
         ids = [self.store.restore_summary(data) for data, _ in summaries]
         self._forget_evicted()
         latest = {c: values for c, (_, values) in zip(ids, summaries, strict=True)}
@@ -196,15 +195,15 @@ class GroupDetector:
         counts: npt.NDArray[np.int64],
         links: list[Link],
     ) -> GroupAlert | None:
-        acting = np.zeros(len(ids), dtype=bool)
-        acting[ix] = True
-        score = float(share[acting].sum())
-        bound = self.calibration.group_threshold(int(acting.sum()))
+        """One group: the accounts `ix` of the walked `ids`."""
+        mine = share[ix]
+        score = float(mine.sum())
+        bound = self.calibration.group_threshold(len(ix))
         if score < bound:
             return None
         r = score / bound
         level = 1 if r < 2 else 2 if r < 4 else 3
-        names = [c for c, a in zip(ids, acting.tolist(), strict=True) if a]
+        names = [ids[i] for i in ix]
         # Alert again when the severity rises or an account joins: every
         # account that takes part is named at least once, whatever the order
         # in which the summaries came.
@@ -212,19 +211,21 @@ class GroupDetector:
             return None
         for c in names:
             self._alerted[c] = max(level, self._alerted.get(c, 0))
-        order = sorted(np.flatnonzero(acting).tolist(), key=lambda i: (-share[i], ids[i]))
         members = [
             GroupMember(
                 client_id=ids[i],
                 query_count=int(counts[i]),
                 alarm_share=round(float(share[i]), 4),
             )
-            for i in order
+            for i in sorted(ix, key=lambda i: (-share[i], ids[i]))
         ]
         inside = set(names)
         links = [lk for lk in links if lk.a in inside and lk.b in inside]
         joint = FeatureRow.from_array(self.store.feature_names, self.store.union_features(names))
         severity = SEVERITIES[level - 1]
+        kinds = ", ".join(sorted({lk.kind for lk in links})) or "nothing"
+        alone = int((mine >= 1.0).sum())
+        k = len(ix)
         return GroupAlert(
             alert_id=group_alert_id(names, severity),
             time=utc(joint["last_ts"]),
@@ -232,60 +233,30 @@ class GroupDetector:
             score=round(score, 4),
             threshold=round(bound, 4),
             members=members,
-            linked_accounts=len(ids) - len(names),
+            linked_accounts=len(ids) - k,
             links=[
                 GroupLink(a=lk.a, b=lk.b, kind=lk.kind, detail=lk.detail, value=lk.value)
                 for lk in links[:MAX_LINKS_IN_ALERT]
             ],
-            reasons=self._reasons(score, bound, names, links, int(acting.sum()), share),
-            joint=self._evidence(joint),
-        )
-
-    def _reasons(
-        self,
-        score: float,
-        bound: float,
-        names: list[str],
-        links: list[Link],
-        k: int,
-        share: npt.NDArray[np.float64],
-    ) -> list[Reason]:
-        kinds = sorted({lk.kind for lk in links})
-        alone = int((share >= 1.0).sum())
-        return [
-            Reason(
-                signal="group_evidence",
-                value=round(score, 4),
-                threshold=round(bound, 4),
-                detail=(
-                    f"{k} linked accounts' shares of their own alarm bounds add up beyond what "
-                    f"{k} benign accounts reach at rate {self.config.groups.target_fpr:g}; "
-                    f"{alone} of them alert on their own"
+            reasons=[
+                Reason(
+                    signal="group_evidence",
+                    value=round(score, 4),
+                    threshold=round(bound, 4),
+                    detail=(
+                        f"{k} linked accounts' shares of their own alarm bounds add up beyond "
+                        f"what {k} benign accounts reach at rate "
+                        f"{self.config.groups.target_fpr:g}; {alone} of them alert on their own"
+                    ),
                 ),
-            ),
-            Reason(
-                signal="links",
-                value=float(len(links)),
-                threshold=float(len(names) - 1),
-                detail=f"linked by {', '.join(kinds) or 'nothing'}",
-            ),
-        ]
-
-    def _evidence(self, f: FeatureRow) -> Evidence:
-        n = f["count"]
-        expected = self.space.expected_cells(int(n)) if n > 0 else np.zeros(len(self.space.levels))
-        levels = self.space.levels
-        return Evidence(
-            query_count=int(n),
-            coverage={str(lv): round(f[f"coverage_{lv}"], 6) for lv in levels},
-            cells={str(lv): int(f[f"cells_{lv}"]) for lv in levels},
-            expected_cells={
-                str(lv): round(float(e), 3) for lv, e in zip(levels, expected, strict=True)
-            },
-            near_duplicate_share=round(f["near_dup_share"], 4),
-            distinct_prompts=round(f["distinct_prompts"], 1),
-            first_seen=utc(f["first_ts"]),
-            last_seen=utc(f["last_ts"]),
+                Reason(
+                    signal="links",
+                    value=float(len(links)),
+                    threshold=float(k - 1),
+                    detail=f"linked by {kinds}",
+                ),
+            ],
+            joint=evidence_of(self.space, joint),
         )
 
 

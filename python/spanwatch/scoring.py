@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from spanwatch.alerts import SEVERITIES, Reason
+from spanwatch.alerts import SEVERITIES, Evidence, Reason, utc
 from spanwatch.config import ScoringSettings
 from spanwatch.space import Space
 
-__all__ = ["RULE", "CoverageScore", "FeatureRow", "score_coverage"]
+__all__ = ["RULE", "CoverageScore", "FeatureRow", "evidence_of", "score_coverage"]
 
 RULE = "coverage-v1"
 
@@ -92,3 +92,23 @@ def score_coverage(row: FeatureRow, space: Space, cfg: ScoringSettings) -> Cover
             ),
         ]
     return CoverageScore(score, ratios, cells, exp, severity, reasons)
+
+
+def evidence_of(space: Space, f: FeatureRow) -> Evidence:
+    """What an alert reports of a sketch (one client's, or a group's union):
+    coverage and cells per level against population-like sampling."""
+    n = f["count"]
+    levels = space.levels
+    expected = space.expected_cells(n) if n > 0 else np.zeros(len(levels))
+    return Evidence(
+        query_count=int(n),
+        coverage={str(lv): round(f[f"coverage_{lv}"], 6) for lv in levels},
+        cells={str(lv): int(f[f"cells_{lv}"]) for lv in levels},
+        expected_cells={
+            str(lv): round(float(e), 3) for lv, e in zip(levels, expected, strict=True)
+        },
+        near_duplicate_share=round(f["near_dup_share"], 4),
+        distinct_prompts=round(f["distinct_prompts"], 1),
+        first_seen=utc(f["first_ts"]),
+        last_seen=utc(f["last_ts"]),
+    )

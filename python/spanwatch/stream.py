@@ -38,7 +38,7 @@ from spanwatch.metrics import Metrics
 from spanwatch.ocsf import to_ocsf
 from spanwatch.space import Space
 
-__all__ = ["Service", "ensure_topics"]
+__all__ = ["Service", "durable_producer", "ensure_topics"]
 
 log = logging.getLogger("spanwatch.stream")
 
@@ -67,43 +67,29 @@ def ensure_topics(k: KafkaSettings) -> None:
     admin = KafkaAdminClient(**k.client_config())
     try:
         existing = set(admin.list_topics())
-        want = [
-            NewTopic(k.prompts_topic, k.topic_partitions, k.replication_factor),
-            NewTopic(k.alerts_topic, k.topic_partitions, k.replication_factor),
-            NewTopic(k.dead_letter_topic, 1, k.replication_factor),
-        ]
-        todo = [t for t in want if t.name not in existing]
-        if todo:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(todo)
+
+        def create(topics: list[NewTopic]) -> None:
+            todo = [t for t in topics if t.name not in existing]
+            if todo:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(todo)
+
+        create(
+            [
+                NewTopic(k.prompts_topic, k.topic_partitions, k.replication_factor),
+                NewTopic(k.alerts_topic, k.topic_partitions, k.replication_factor),
+                NewTopic(k.dead_letter_topic, 1, k.replication_factor),
+                NewTopic(k.group_alerts_topic, 1, k.replication_factor),
+            ]
+        )
         n = _partition_count(admin, k.prompts_topic)
-        if k.state_topic not in existing:
-            state = NewTopic(
-                k.state_topic,
-                n,
-                k.replication_factor,
-                topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-            )
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([state])
-        compacted = [
-            NewTopic(
-                t,
-                n,
-                k.replication_factor,
-                topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
-            )
-            for t in (k.sketch_topic,)
-            if t not in existing
-        ]
-        groups = [
-            NewTopic(k.group_alerts_topic, 1, k.replication_factor)
-            for t in (k.group_alerts_topic,)
-            if t not in existing
-        ]
-        if compacted or groups:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(compacted + groups)
+        compact = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+        create(
+            [
+                NewTopic(t, n, k.replication_factor, topic_configs=compact)
+                for t in (k.state_topic, k.sketch_topic)
+            ]
+        )
         ns = _partition_count(admin, k.state_topic)
         if ns < n:
             raise SpanwatchError(
@@ -112,6 +98,19 @@ def ensure_topics(k: KafkaSettings) -> None:
             )
     finally:
         admin.close()
+
+
+def durable_producer(k: KafkaSettings) -> KafkaProducer:
+    """A producer that waits for every replica and keeps retrying through a
+    broker outage, so nothing sent is dropped while the service lives."""
+    return KafkaProducer(
+        **k.client_config(),
+        acks="all",
+        linger_ms=5,
+        retries=2**31 - 1,
+        delivery_timeout_ms=24 * 3600 * 1000,
+        max_block_ms=24 * 3600 * 1000,
+    )
 
 
 def _partition_count(admin: Any, topic: str, wait_s: float = 30.0) -> int:
@@ -170,14 +169,7 @@ class Service:
     def _connect(self) -> None:
         cfg = self.k.client_config()
         ensure_topics(self.k)
-        self._producer = KafkaProducer(
-            **cfg,
-            acks="all",
-            linger_ms=5,
-            retries=2**31 - 1,
-            delivery_timeout_ms=24 * 3600 * 1000,
-            max_block_ms=24 * 3600 * 1000,
-        )
+        self._producer = durable_producer(self.k)
         self._consumer = KafkaConsumer(
             **cfg,
             group_id=self.k.group_id,
