@@ -168,7 +168,6 @@ class LinkIndex:
                 keep = sorted(mine, key=lambda k: (mine[k].kind != "metadata", -mine[k].value, k))
                 for k in keep[self.s.max_links :]:
                     del mine[k]
-                    self.edges.get(k, {}).pop(x, None)
 
     def _drop(self, x: str, y: str) -> None:
         self.edges.get(x, {}).pop(y, None)
