@@ -119,7 +119,11 @@ class Detector:
         if self._embedder is None:
             e = self.config.embed
             inner = SentenceTransformerEmbedder(
-                e.model_path, batch_size=e.batch_size, device=e.device
+                e.model_path,
+                batch_size=e.batch_size,
+                device=e.device,
+                backend=e.backend,
+                onnx_dir=e.onnx_dir,
             )
             self._embedder = CachedEmbedder(inner, e.cache_dir) if e.cache else inner
         return self._embedder

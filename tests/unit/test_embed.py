@@ -88,8 +88,10 @@ def test_similar_sentences_are_closer_than_unrelated(model_embedder: Embedder) -
 
 @pytest.mark.model
 def test_model_id_names_the_weights(model_embedder: Embedder) -> None:
-    name, _, digest = model_embedder.model_id.partition("@")
+    name, _, rest = model_embedder.model_id.partition("@")
+    digest, _, backend = rest.partition("+")
     assert name
+    assert backend == "onnx"  # the default backend
     assert len(digest) == 16
     int(digest, 16)
 

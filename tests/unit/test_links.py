@@ -105,11 +105,34 @@ def test_only_links_on_triangles_hold_a_group_together() -> None:
     bridge = [lk("s4", "b1")]
     chain = [lk("s1", "c1"), lk("c1", "c2")]
     nodes = {"s1", "s2", "s3", "s4", "b1", "b2", "b3", "c1", "c2"}
-    adj = _supported(nodes, clique + triangle + bridge + chain)
+    adj = _supported(nodes, clique + triangle + bridge + chain, 1)
     assert adj["s4"] == {"s2", "s3"}
     assert adj["b1"] == {"b2", "b3"}  # the bridge to s4 is gone
     assert adj["c1"] == adj["c2"] == set()
     assert "c1" not in adj["s1"]
+
+
+def test_weakly_attached_accounts_stay_out_of_a_dense_group() -> None:
+    """The case a test on the real model found: benign x has weak links to two
+    accounts of a campaign and to benign y, which has one to the campaign.
+    Every link of x lies on a triangle, but not on two."""
+    from itertools import combinations
+
+    from spanwatch.groups import _parts
+    from spanwatch.links import Link
+
+    def lk(a: str, b: str) -> Link:
+        return Link(a, b, "content", "jaccard=0.5", 0.5)
+
+    campaign = [f"s{i}" for i in range(5)]
+    links = [lk(a, b) for a, b in combinations(campaign, 2)]
+    links += [lk("x", "s0"), lk("x", "s1"), lk("x", "y"), lk("y", "s0")]
+    small = [lk("b1", "b2"), lk("b2", "b3"), lk("b1", "b3")]
+    nodes = {*campaign, "x", "y", "b1", "b2", "b3"}
+    parts = _parts(nodes, links + small, min_members=3)
+    assert sorted(map(sorted, parts)) == [["b1", "b2", "b3"], campaign]
+    # without the campaign's other members, x, y and s0, s1 form a group of their own
+    assert _parts({"x", "y", "s0", "s1"}, links, min_members=3) == [{"x", "y", "s0", "s1"}]
 
 
 def test_a_content_link_goes_when_the_prompts_drift_apart() -> None:
