@@ -248,23 +248,26 @@ class GroupDetector:
 def _supported(nodes: set[str], links: list[Link], need: int) -> dict[str, set[str]]:
     """The links among `nodes` that lie on `need` triangles of such links or
     more, dropping the others until every link left has `need` accounts
-    linked to both its ends. A chain or a single bridge from one cluster to
-    another does not make accounts act together; a clique does."""
-    adj: dict[str, set[str]] = {c: set() for c in nodes}
+    linked to both its ends (the (need+2)-truss). A chain or a single bridge
+    from one cluster to another does not make accounts act together; a
+    clique does. Triangles are counted for all links at once, as the
+    product of the adjacency matrix with itself."""
+    names = sorted(nodes)
+    at = {c: i for i, c in enumerate(names)}
+    adj = np.zeros((len(names), len(names)), dtype=np.float32)
     for lk in links:
-        if lk.a in nodes and lk.b in nodes and lk.a != lk.b:
-            adj[lk.a].add(lk.b)
-            adj[lk.b].add(lk.a)
-    changed = True
-    while changed:
-        changed = False
-        for a in sorted(adj):
-            for b in sorted(adj[a]):
-                if a < b and len(adj[a] & adj[b]) < need:
-                    adj[a].discard(b)
-                    adj[b].discard(a)
-                    changed = True
-    return adj
+        i, j = at.get(lk.a), at.get(lk.b)
+        if i is not None and j is not None and i != j:
+            adj[i, j] = adj[j, i] = 1.0
+    while adj.any():
+        weak = (adj > 0) & ((adj @ adj) < need)
+        if not weak.any():
+            break
+        adj[weak] = 0.0
+    out: dict[str, set[str]] = {c: set() for c in names}
+    for i, j in zip(*np.nonzero(adj), strict=True):
+        out[names[i]].add(names[j])
+    return out
 
 
 def _components(adj: dict[str, set[str]]) -> list[set[str]]:

@@ -165,8 +165,8 @@ class LinkIndex:
             if len(mine) > 2 * self.s.max_links:
                 # Trim in one go to the strongest max_links (metadata first),
                 # so the cap costs O(log) per link, not a scan per link.
-                keep = sorted(mine, key=lambda k: (mine[k].kind != "metadata", -mine[k].value, k))
-                for k in keep[self.s.max_links :]:
+                keep = sorted(mine.items(), key=_strongest)
+                for k, _ in keep[self.s.max_links :]:
                     del mine[k]
 
     def _drop(self, x: str, y: str) -> None:
@@ -184,18 +184,17 @@ class LinkIndex:
             self.edges.get(other, {}).pop(cid, None)
 
     def component(self, cid: str, alive: Callable[[str], bool]) -> tuple[list[str], list[Link]]:
-        """The clients linked to `cid`, directly or not, nearest first, at
-        most `max_group`; and the links among them. Clients for which
-        `alive` is false are forgotten on the way."""
+        """The clients linked to `cid`, directly or not, nearest first (and
+        at each step the strongest links first), at most `max_group`; and
+        every link among them. Clients for which `alive` is false are
+        forgotten on the way."""
         seen = {cid}
         order = [cid]
-        links: dict[tuple[str, str], Link] = {}
         queue = deque([cid])
         while queue and len(order) < self.s.max_group:
             x = queue.popleft()
-            for y, link in sorted(self.edges.get(x, {}).items()):
+            for y, _ in sorted(self.edges.get(x, {}).items(), key=_strongest):
                 if y in seen:
-                    links[(link.a, link.b)] = link
                     continue
                 if not alive(y):
                     self.remove(y)
@@ -204,7 +203,20 @@ class LinkIndex:
                     break
                 seen.add(y)
                 order.append(y)
-                links[(link.a, link.b)] = link
                 queue.append(y)
-        inside = [v for (a, b), v in sorted(links.items()) if a in seen and b in seen]
-        return order, inside
+        # all links among the accounts found, not only those of the accounts
+        # the walk went through: a walk cut at max_group would otherwise see
+        # a clique as a star
+        inside = {
+            (link.a, link.b): link
+            for x in order
+            for y, link in self.edges.get(x, {}).items()
+            if y in seen
+        }
+        return order, [inside[k] for k in sorted(inside)]
+
+
+def _strongest(item: tuple[str, Link]) -> tuple[bool, float, str]:
+    """Metadata links first, then content links by Jaccard, then by id."""
+    other, link = item
+    return (link.kind != "metadata", -link.value, other)
