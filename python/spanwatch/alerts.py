@@ -122,7 +122,7 @@ class GroupAlert(BaseModel):
     )
     linked_accounts: int = Field(
         description="accounts that take part and are linked to the members, "
-        "but not by links that close a triangle"
+        "but not densely enough to be in the group"
     )
     links: list[GroupLink] = Field(description="links among the members")
     reasons: list[Reason]

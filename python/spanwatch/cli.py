@@ -388,7 +388,7 @@ def _print_groups(g: dict[str, Any]) -> None:
     )
     print(
         f"{g['group_alerts']} group alerts, median {g['median_members']:.0f} members and "
-        f"{g['median_linked_outside']:.0f} linked outside the group's triangles"
+        f"{g['median_linked_outside']:.0f} linked but not in the group"
     )
 
 

@@ -15,7 +15,7 @@ component of each updated one is judged:
   rate (`Calibration.group_threshold`);
 - the alert names the members, the links among them with their reasons,
   the joint coverage of the union of their traffic, and how many other
-  accounts that take part are linked to them without closing a triangle.
+  accounts that take part are linked to them but not densely enough to join.
 
 Cost per summary: one restore and one feature row; for a client that takes
 part, also up to `lsh_bands * max_bucket` signature comparisons and a walk
@@ -155,9 +155,9 @@ class GroupDetector:
 
     def _judge(self, ids: list[str], links: list[Link]) -> list[GroupAlert]:
         """Splits the linked accounts that take part into the groups their
-        links among themselves form, counting only links on a triangle (a
-        chain through an account that does not take part, or a lone bridge,
-        links nobody), and judges each."""
+        links among themselves form (`_parts`: a chain through an account
+        that does not take part, or a lone bridge, links nobody), and judges
+        each."""
         g = self.config.groups
         share, counts = self.shares(ids)
         acting = {c for c, v in zip(ids, share.tolist(), strict=True) if v >= g.member_floor}

@@ -37,6 +37,9 @@ class Metrics:
             "spanwatch_consumer_lag", "Records behind the log end", ["partition"], registry=r
         )
         self.clients = Gauge("spanwatch_clients", "Clients held in memory", registry=r)
+        self.partitions = Gauge(
+            "spanwatch_assigned_partitions", "Prompt partitions this process holds", registry=r
+        )
         self.evictions = Gauge("spanwatch_evictions", "Clients evicted so far", registry=r)
         self.checkpoints = Counter(
             "spanwatch_checkpoints", "State checkpoints written and committed", registry=r

@@ -259,6 +259,7 @@ class Service:
                 log.warning("could not flush state of revoked partitions %s: %s", mine, e)
         for p in mine:
             del self.parts[p]
+        self.metrics.partitions.set(len(self.parts))
         self._pending_assign -= set(partitions)
         log.info("partitions %s %s", sorted(partitions), "lost" if lost else "revoked")
 
@@ -279,6 +280,7 @@ class Service:
                     self._stop.wait(1.0)
         if todo:
             self._settle_positions(todo)
+            self.metrics.partitions.set(len(self.parts))
 
     def _settle_positions(self, partitions: list[int]) -> None:
         """Asks for each new partition's position. In kafka-python 3.0 a
