@@ -64,7 +64,9 @@ class EmbedSettings(_Section):
     model_path: str | None = Field(
         default=None, description="default: the bundled all-MiniLM-L6-v2"
     )
-    batch_size: int = Field(default=64, ge=1)
+    batch_size: int = Field(
+        default=64, ge=1, description="prompts per forward pass (torch; onnx runs each alone)"
+    )
     device: str = "cpu"
     backend: str = Field(
         default="onnx",

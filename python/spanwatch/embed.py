@@ -121,7 +121,6 @@ class SentenceTransformerEmbedder:
             self._onnx = OnnxEncoder(self._model, onnx_path)
             suffix = f"int8-{quant_target()}" if quantized else "onnx"
             self._model_id = f"{path.name}@{digest}+{suffix}"
-        self.backend = backend
         log.info("loaded embedding model %s (dim %d) from %s", self._model_id, self._dim, path)
 
     @property
