@@ -7,6 +7,7 @@ pub mod error;
 pub mod hash;
 pub mod hll;
 pub mod minhash;
+pub mod records;
 pub mod shingle;
 pub mod sketch;
 pub mod snapshot;
@@ -20,6 +21,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py::PySketchStore>()?;
     m.add_function(wrap_pyfunction!(py::snapshot_version, m)?)?;
+    m.add_function(wrap_pyfunction!(py::parse_records, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -3,11 +3,12 @@
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::config::SketchConfig;
 use crate::error::CoreError;
+use crate::records;
 use crate::snapshot;
 use crate::store::{Batch, SketchStore};
 
@@ -373,4 +374,103 @@ impl PySketchStore {
 #[pyfunction]
 pub fn snapshot_version() -> u16 {
     snapshot::VERSION
+}
+
+/// Columns of a batch of record values, from `parse_records`.
+type Columns<'py> = (
+    Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyList>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyList>,
+);
+
+/// Parses Kafka record values (bytes, or None) that hold JSON prompt events.
+/// Returns columns, one entry per value: parsed (bool), client_ids, prompts,
+/// ts, event_ids, vectors ((n, dim) float32, zero where absent), has_vector,
+/// metas (the `meta` object as JSON text). A value not parsed is left for
+/// the Python parser, which accepts or refuses it with a reason; its
+/// entries are None, NaN or zero.
+#[pyfunction]
+#[pyo3(signature = (values, default_ts, dim, max_prompt_bytes))]
+pub fn parse_records<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyList>,
+    default_ts: PyReadonlyArray1<'py, f64>,
+    dim: usize,
+    max_prompt_bytes: usize,
+) -> PyResult<Columns<'py>> {
+    let n = values.len();
+    if default_ts.len() != n {
+        return Err(InputError::new_err(format!(
+            "default_ts has {} entries for {} values",
+            default_ts.len(),
+            n
+        )));
+    }
+    let mut raw: Vec<Option<PyBackedBytes>> = Vec::with_capacity(n);
+    for (i, v) in values.iter().enumerate() {
+        raw.push(if v.is_none() {
+            None
+        } else {
+            Some(
+                v.extract::<PyBackedBytes>().map_err(|_| {
+                    InputError::new_err(format!("values[{i}] is not bytes or None"))
+                })?,
+            )
+        });
+    }
+    let ts_in: Vec<f64> = default_ts.as_array().iter().copied().collect();
+    let parsed = py.detach(|| {
+        let slices: Vec<Option<&[u8]>> = raw.iter().map(|v| v.as_deref()).collect();
+        records::parse_records(&slices, &ts_in, dim, max_prompt_bytes)
+    });
+    let mut ok = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let mut has_vector = Vec::with_capacity(n);
+    let mut vectors = vec![0f32; n * dim];
+    let (ids, prompts, event_ids, metas) = (
+        PyList::empty(py),
+        PyList::empty(py),
+        PyList::empty(py),
+        PyList::empty(py),
+    );
+    for (i, r) in parsed.into_iter().enumerate() {
+        ok.push(r.is_some());
+        match r {
+            Some(r) => {
+                ids.append(r.client_id)?;
+                prompts.append(r.prompt)?;
+                ts.push(r.ts);
+                event_ids.append(r.event_id)?;
+                metas.append(r.meta)?;
+                has_vector.push(r.vector.is_some());
+                if let Some(v) = r.vector {
+                    vectors[i * dim..(i + 1) * dim].copy_from_slice(&v);
+                }
+            }
+            None => {
+                for col in [&ids, &prompts, &event_ids, &metas] {
+                    col.append(py.None())?;
+                }
+                ts.push(f64::NAN);
+                has_vector.push(false);
+            }
+        }
+    }
+    Ok((
+        PyArray1::from_vec(py, ok),
+        ids,
+        prompts,
+        PyArray1::from_vec(py, ts),
+        event_ids,
+        PyArray1::from_vec(py, vectors)
+            .reshape([n, dim])?
+            .into_any(),
+        PyArray1::from_vec(py, has_vector),
+        metas,
+    ))
 }

@@ -5,10 +5,25 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SketchStore", "__version__", "snapshot_version"]
+__all__ = ["SketchStore", "__version__", "parse_records", "snapshot_version"]
 __version__: str
 
 def snapshot_version() -> int: ...
+def parse_records(
+    values: list[bytes | None],
+    default_ts: npt.NDArray[np.float64],
+    dim: int,
+    max_prompt_bytes: int,
+) -> tuple[
+    npt.NDArray[np.bool_],
+    list[str | None],
+    list[str | None],
+    npt.NDArray[np.float64],
+    list[str | None],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.bool_],
+    list[str | None],
+]: ...
 
 @final
 class SketchStore:

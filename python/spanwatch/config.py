@@ -97,6 +97,12 @@ class SpaceSettings(_Section):
         "a few percent of events get a near cell instead of the nearest)",
     )
     nprobe: int = Field(default=8, ge=1, description="lists searched with assign = ivf")
+    threads: int = Field(
+        default=1,
+        ge=0,
+        description="threads faiss assigns cells with (0: all cores). One is faster when "
+        "other busy threads share the cores, as in the service (bench/README.md)",
+    )
 
 
 class ScoringSettings(_Section):

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from spanwatch._core import SketchStore
 from spanwatch.alerts import SEVERITIES, Alert, Evidence, Reason, alert_id, utc
+from spanwatch.batch import Batch
 from spanwatch.calibrate import (
     Calibration,
     Signals,
@@ -55,11 +56,6 @@ def store_for(space: Space, config: Settings, *, max_clients: int | None = None)
     )
     store.set_reference(space.freqs[hist_level].tolist())
     return store
-
-
-def _vectors(events: Sequence[Event]) -> list[npt.NDArray[np.float32]]:
-    """The events' precomputed embeddings as float32 rows."""
-    return [v for e in events if (v := e.vector()) is not None]
 
 
 class ClientReport(BaseModel):
@@ -132,6 +128,7 @@ class Detector:
         """Adopts a space and starts an empty store shaped by its levels."""
         if self.config.space.assign == "ivf":
             space.use_ivf(self.config.space.nprobe)
+        space.threads = self.config.space.threads
         self.space = space
         self.store = store_for(space, self.config)
         self._signals = Signals(space, self.store.feature_names)
@@ -174,40 +171,40 @@ class Detector:
     def _needs_model(events: Sequence[Event]) -> bool:
         return any(not e.has_embedding for e in events)
 
-    def embed(self, events: Sequence[Event]) -> npt.NDArray[np.float32]:
-        """Embeddings of the events: the precomputed ones where given, the
-        model's for the rest. Raises EventError on a wrong dimension."""
-        want = self.space.dim if self.space is not None else None
-        given = [i for i, e in enumerate(events) if e.has_embedding]
-        vecs = _vectors([events[i] for i in given])
-        if want is None and given:
-            want = len(vecs[0])
-        todo = [i for i, e in enumerate(events) if not e.has_embedding]
-        if todo:
+    def _batch(self, events: Sequence[Event] | Batch) -> Batch:
+        if isinstance(events, Batch):
+            return events
+        return Batch.from_events(events, self.space.dim if self.space is not None else None)
+
+    def embed(self, events: Sequence[Event] | Batch) -> npt.NDArray[np.float32]:
+        """Embeddings of the events, one unit row each: the precomputed ones
+        where given, the model's for the rest. Raises EventError on a wrong
+        dimension or a zero or non-finite embedding."""
+        batch = self._batch(events)
+        given = np.flatnonzero(batch.has_vector)
+        todo = np.flatnonzero(~batch.has_vector)
+        want = self.space.dim if self.space is not None else batch.dim if len(given) else None
+        if len(todo):
             dim = self.embedder.dim
             if want is not None and dim != want:
                 raise SpaceError(f"the embedder gives {dim} dimensions but the space has {want}")
             want = dim
-        assert want is not None or not events
-        out = np.zeros((len(events), want or 0), dtype=np.float32)
-        for i, v in zip(given, vecs, strict=True):
-            if len(v) != want:
-                raise EventError(
-                    f"event {events[i].event_id or i}: embedding has {len(v)} dimensions, "
-                    f"expected {want}"
-                )
-        if given:
-            arr = np.stack(vecs)
-            norms = np.linalg.norm(arr, axis=1)
-            bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
-            if len(bad):
-                i = given[int(bad[0])]
-                raise EventError(
-                    f"event {events[i].event_id or i}: embedding is zero or not finite"
-                )
-            out[given] = arr / norms[:, None]
-        if todo:
-            out[todo] = self.embedder.embed([events[i].prompt for i in todo])
+        if len(given) and batch.dim != want:
+            i = int(given[0])
+            raise EventError(
+                f"event {batch.event_ids[i] or i}: embedding has {batch.dim} dimensions, "
+                f"expected {want}"
+            )
+        out = np.zeros((len(batch), want or 0), dtype=np.float32)
+        if len(given):
+            bad = batch.bad_vectors()
+            if bad:
+                i, reason = bad[0]
+                raise EventError(f"event {batch.event_ids[i] or i}: {reason}")
+            arr = batch.vectors[given]
+            out[given] = arr / np.linalg.norm(arr, axis=1)[:, None]
+        if len(todo):
+            out[todo] = self.embedder.embed([batch.prompts[i] for i in todo.tolist()])
         return out
 
     def _require(self) -> tuple[Space, SketchStore]:
@@ -216,26 +213,37 @@ class Detector:
         return self.space, self.store
 
     def observe(
-        self, events: Sequence[Event], embeddings: npt.NDArray[np.float32] | None = None
+        self,
+        events: Sequence[Event] | Batch,
+        embeddings: npt.NDArray[np.float32] | None = None,
+        *,
+        cells: npt.NDArray[np.int64] | None = None,
     ) -> list[Alert]:
-        """Folds a batch of events in and returns the alerts it raised, in
-        event order. The batch is checked whole before any state changes.
-        `embeddings`, if given, holds one row per event (as `embed` gives)."""
+        """Folds a batch of events (a list of `Event`, or a `Batch`) in and
+        returns the alerts it raised, in event order. The batch is checked
+        whole before any state changes. `embeddings`, if given, holds one
+        row per event (as `embed` gives); `cells`, if given, the events'
+        cells (as `space.assign` gives), and then embeddings are not needed."""
         space, store = self._require()
-        if not events:
+        if not len(events):
             return []
-        emb = self.embed(events) if embeddings is None else embeddings
-        if emb.shape != (len(events), space.dim):
-            raise SpaceError(f"embeddings must be ({len(events)}, {space.dim}), got {emb.shape}")
-        cells = space.assign(emb)
-        ids = [e.client_id for e in events]
-        ts = np.array([e.ts for e in events], dtype=np.float64)
+        batch = self._batch(events)
+        if cells is None:
+            emb = self.embed(batch) if embeddings is None else embeddings
+            if emb.shape != (len(batch), space.dim):
+                raise SpaceError(f"embeddings must be ({len(batch)}, {space.dim}), got {emb.shape}")
+            cells = space.assign(emb)
+        elif cells.shape != (len(batch), len(space.levels)):
+            raise SpaceError(
+                f"cells must be ({len(batch)}, {len(space.levels)}), got {cells.shape}"
+            )
+        ids = batch.client_ids
         every = self.config.scoring.checkpoint_every
-        _, at, rows = store.update(ids, [e.prompt for e in events], cells, ts, every)
-        self._note_links(events)
+        _, at, rows = store.update(ids, batch.prompts, cells, batch.ts, every)
+        self._note_links(batch)
         self.checkpointed = list(dict.fromkeys(ids[i] for i in at.tolist()))
         if self.calibration is not None:
-            return self._decide_sequential(events, at.tolist(), rows)
+            return self._decide_sequential(batch, at.tolist(), rows)
         names = store.feature_names
         alerts = []
         # A client may pass several checkpoints in one batch; its rows were
@@ -248,18 +256,18 @@ class Detector:
             if sc.severity_level > level:
                 raised[ids[i]] = sc.severity_level
                 store.set_alert_level(ids[i], sc.severity_level)
-                alerts.append(self._alert(events[i], feats, sc))
+                alerts.append(self._alert(batch.event(i), feats, sc))
         return alerts
 
-    def _note_links(self, events: Sequence[Event]) -> None:
+    def _note_links(self, batch: Batch) -> None:
         keys = self.config.groups.link_keys
         if not keys:
             return
         cap = self.config.groups.max_values
-        for e in events:
-            vals = link_values(e.meta, keys)
+        for i, cid in enumerate(batch.client_ids):
+            vals = link_values(batch.meta(i), keys)
             if vals:
-                mine = self._links.setdefault(e.client_id, [])
+                mine = self._links.setdefault(cid, [])
                 mine.extend(v for v in vals if v not in mine and len(mine) < cap)
         store = self.store
         if store is not None and len(self._links) > 2 * len(store) + 1000:
@@ -299,7 +307,7 @@ class Detector:
         return 0 if evidence < h else 1 if evidence < 2 * h else 2 if evidence < 4 * h else 3
 
     def _decide_sequential(
-        self, events: Sequence[Event], at: list[int], rows: npt.NDArray[np.float64]
+        self, batch: Batch, at: list[int], rows: npt.NDArray[np.float64]
     ) -> list[Alert]:
         cal, sig, store = self.calibration, self._signals, self.store
         assert cal is not None and sig is not None and store is not None
@@ -313,7 +321,7 @@ class Detector:
         state: dict[str, tuple[float, int]] = {}
         alerts = []
         for j, i in enumerate(at):
-            cid = events[i].client_id
+            cid = batch.client_ids[i]
             prev, level = state.get(cid, (float(rows[j, sig.col["evidence"]]), -1))
             if level < 0:
                 level = int(rows[j, sig.col["alert_level"]])
@@ -335,7 +343,7 @@ class Detector:
                     ),
                     *cal.reasons(int(counts[j]), values[j], p[j]),
                 ]
-                alerts.append(self._sequential_alert(events[i], feats, evidence, sev, why))
+                alerts.append(self._sequential_alert(batch.event(i), feats, evidence, sev, why))
             state[cid] = (evidence, level)
         for cid, (evidence, level) in state.items():
             if cid in store:

@@ -53,6 +53,8 @@ class Space:
         # Add-one smoothing: a cell never seen in fitting still has some mass.
         self.freqs = [(n + 1) / (n + 1).sum() for n in self.counts]
         self.search = "exact"
+        # threads faiss searches with in `assign`; 0 leaves its default (all cores)
+        self.threads = 0
         self._quantizers: list[Any] = []
         self._indexes: list[Any] = []
         for c in self.centroids:
@@ -120,9 +122,15 @@ class Space:
         out = np.empty((len(x), len(self.levels)), dtype=np.int64)
         if len(x) == 0:
             return out
-        for j, index in enumerate(self._indexes):
-            _, ids = index.search(x, 1)
-            out[:, j] = ids[:, 0]
+        before = faiss.omp_get_max_threads()
+        if self.threads:
+            faiss.omp_set_num_threads(self.threads)
+        try:
+            for j, index in enumerate(self._indexes):
+                _, ids = index.search(x, 1)
+                out[:, j] = ids[:, 0]
+        finally:
+            faiss.omp_set_num_threads(before)
         return out
 
     def use_ivf(self, nprobe: int = 8, min_cells: int = 1024) -> None:

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -28,12 +27,12 @@ from kafka.structs import OffsetAndMetadata
 
 from spanwatch import __version__
 from spanwatch.alerts import Alert
+from spanwatch.batch import Batch, parse_batch
 from spanwatch.config import KafkaSettings, Settings
 from spanwatch.deadletter import send_dead_letter
 from spanwatch.detector import Detector
 from spanwatch.embed import Embedder
-from spanwatch.errors import EventError, SpanwatchError
-from spanwatch.events import Event, parse_event
+from spanwatch.errors import SpanwatchError
 from spanwatch.metrics import Metrics
 from spanwatch.ocsf import to_ocsf
 from spanwatch.space import Space
@@ -326,82 +325,79 @@ class Service:
 
     # ------------------------------------------------------------ processing
 
-    def _parse(self, r: Any) -> Event | str:
-        if r.value is None:
-            return "record has no value"
-        try:
-            ev = parse_event(
-                r.value,
-                max_prompt_bytes=self.settings.max_prompt_bytes,
-                default_ts=r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None,
-            )
-        except EventError as e:
-            return e.reason
-        v = ev.vector()
-        if v is not None:
-            if len(v) != self.space.dim:
-                return f"embedding has {len(v)} dimensions, expected {self.space.dim}"
-            if not np.isfinite(v).all() or not np.any(v):
-                return "embedding is zero or not finite"
-        return ev
-
     def _process(self, records: dict[Any, list[Any]]) -> None:
-        per_part: dict[int, list[tuple[Any, Event]]] = {}
-        for tp, recs in records.items():
+        recs: list[Any] = []
+        parts: list[int] = []
+        for tp, got in records.items():
             part = self.parts.get(tp.partition)
             if part is None:
                 log.warning("records for unassigned partition %d dropped", tp.partition)
                 continue
-            good: list[tuple[Any, Event]] = []
-            for r in recs:
-                got = self._parse(r)
-                if isinstance(got, str):
-                    self._dead_letter(r, got)
-                elif part.restored.get(got.client_id, -1) >= r.offset:
-                    self.metrics.skipped.inc()
-                else:
-                    good.append((r, got))
-            if recs:
-                part.next_offset = recs[-1].offset + 1
+            if got:
+                part.next_offset = got[-1].offset + 1
                 part.last_record = time.monotonic()
-            if good:
-                per_part[tp.partition] = good
-        flat = [ev for evs in per_part.values() for _, ev in evs]
-        if not flat:
+                recs += got
+                parts += [tp.partition] * len(got)
+        if not recs:
             return
+        parsed = parse_batch(
+            [r.value for r in recs],
+            dim=self.space.dim,
+            max_prompt_bytes=self.settings.max_prompt_bytes,
+            default_ts=[
+                r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None for r in recs
+            ],
+        )
+        for i, reason in parsed.errors:
+            self._dead_letter(recs[i], reason)
+        # the events a restored state already holds are skipped
+        keep: list[int] = []
+        for j, i in enumerate(parsed.positions):
+            if self.parts[parts[i]].restored.get(parsed.batch.client_ids[j], -1) >= recs[i].offset:
+                self.metrics.skipped.inc()
+            else:
+                keep.append(j)
+        if not keep:
+            return
+        batch = parsed.batch if len(keep) == len(parsed.batch) else parsed.batch.take(keep)
+        mine = [recs[parsed.positions[j]] for j in keep]
+        rows: dict[int, list[int]] = {}  # partition -> rows of the batch
+        for k, j in enumerate(keep):
+            rows.setdefault(parts[parsed.positions[j]], []).append(k)
         det = next(iter(self.parts.values())).detector
+        # one embedding and one cell search for the whole poll, whatever the
+        # partitions (they share the space); a failure falls back to each
+        # partition's own batch, then to one event at a time
         try:
-            emb = det.embed(flat)
+            cells = self.space.assign(det.embed(batch))
         except Exception as e:  # one bad prompt must not stop the batch
             log.warning("embedding the batch failed (%s): retrying event by event", e)
-            emb = None
-        start = 0
-        for p, evs in per_part.items():
-            part = self.parts[p]
-            rows = None if emb is None else emb[start : start + len(evs)]
-            start += len(evs)
-            for a in self._observe(part, evs, rows):
+            cells = None
+        for p, ks in rows.items():
+            whole = len(ks) == len(batch)  # rows are increasing: all of them
+            sub = batch if whole else batch.take(ks)
+            sub_cells = None if cells is None else cells if whole else cells[ks]
+            for a in self._observe(self.parts[p], [mine[k] for k in ks], sub, sub_cells):
                 self._send_alert(a)
-        self.metrics.events.inc(len(flat))
+        self.metrics.events.inc(len(batch))
 
-    def _observe(self, part: _Partition, evs: list[tuple[Any, Event]], emb: Any) -> list[Alert]:
+    def _observe(self, part: _Partition, recs: list[Any], batch: Batch, cells: Any) -> list[Alert]:
         """Observes a partition's events; if the batch fails as a whole, one
         event at a time, dead-lettering only the events that fail alone."""
-        events = [ev for _, ev in evs]
         try:
-            alerts = part.detector.observe(events, emb)
-            done = evs
+            alerts = part.detector.observe(batch, cells=cells)
+            done = list(range(len(recs)))
         except Exception as e:
-            log.warning("a batch of %d events failed (%s): retrying one by one", len(evs), e)
+            log.warning("a batch of %d events failed (%s): retrying one by one", len(recs), e)
             alerts, done = [], []
-            for r, ev in evs:
+            for j, r in enumerate(recs):
                 try:
-                    alerts += part.detector.observe([ev])
-                    done.append((r, ev))
+                    alerts += part.detector.observe(batch.take([j]))
+                    done.append(j)
                 except Exception as e1:
                     self._dead_letter(r, f"processing failed: {e1}")
-        for r, ev in done:
-            part.dirty[ev.client_id] = r.offset
+        for j in done:
+            part.dirty[batch.client_ids[j]] = recs[j].offset
         return alerts
 
     def _send_alert(self, a: Alert) -> None:

@@ -491,3 +491,20 @@ def test_ivf_search_agrees_with_exact_when_it_probes_every_list() -> None:
     got = few.assign(probe)
     assert np.array_equal(got[:, 0], want[:, 0])  # 8 cells: below min_cells, still exact
     assert 0.3 < float(np.mean(got[:, 1] == want[:, 1])) < 1.0
+
+
+def test_assigning_on_one_thread_gives_the_same_cells_and_restores_faiss_threads(
+    small_space: Space,
+) -> None:
+    import faiss
+
+    x = unit_vectors(500, seed=9)
+    before = faiss.omp_get_max_threads()
+    small_space.threads = 0
+    everywhere = small_space.assign(x)
+    small_space.threads = 1
+    try:
+        assert (small_space.assign(x) == everywhere).all()
+    finally:
+        small_space.threads = 0
+    assert faiss.omp_get_max_threads() == before
