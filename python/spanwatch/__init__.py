@@ -8,6 +8,7 @@
 
 from spanwatch._core import SketchStore
 from spanwatch.alerts import Alert, Evidence, Reason
+from spanwatch.batch import Batch, Parsed, parse_batch
 from spanwatch.config import Settings, load_settings
 from spanwatch.detector import ClientReport, Detector
 from spanwatch.embed import CachedEmbedder, Embedder, SentenceTransformerEmbedder
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alert",
+    "Batch",
     "CachedEmbedder",
     "ClientReport",
     "ConfigError",
@@ -37,6 +39,7 @@ __all__ = [
     "EventError",
     "Evidence",
     "InputError",
+    "Parsed",
     "Reason",
     "SentenceTransformerEmbedder",
     "Settings",
@@ -47,5 +50,6 @@ __all__ = [
     "SpanwatchError",
     "__version__",
     "load_settings",
+    "parse_batch",
     "parse_event",
 ]
