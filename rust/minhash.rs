@@ -55,32 +55,38 @@ impl MinHasher {
 
     /// Fills the empty bins of a raw signature. A set with no shingles stays
     /// all empty. `out` may be shorter than `raw`: then only that prefix is
-    /// filled (band keys need only their bins). `filled` is scratch space.
-    pub fn densify(&self, raw: &[u32], out: &mut [u32], filled: &mut Vec<u32>) {
+    /// filled (band keys need only their bins). `scratch` is scratch space.
+    pub fn densify(&self, raw: &[u32], out: &mut [u32], scratch: &mut Vec<u32>) {
         let k = raw.len();
-        filled.clear();
-        filled.extend((0..k as u32).filter(|&i| raw[i as usize] != EMPTY));
         out.copy_from_slice(&raw[..out.len()]);
-        if filled.is_empty() || filled.len() == k {
+        let Some(first) = raw.iter().position(|&v| v != EMPTY) else {
             return;
+        };
+        let last = raw.iter().rposition(|&v| v != EMPTY).unwrap_or(first);
+        // The nearest filled bin at or after each bin, circular: one pass
+        // from the end instead of a search per empty bin.
+        scratch.clear();
+        scratch.resize(out.len(), 0);
+        let mut next = first;
+        for i in (0..k).rev() {
+            if raw[i] != EMPTY {
+                next = i;
+            }
+            if i < out.len() {
+                scratch[i] = next as u32;
+            }
         }
-        let (first, last) = (filled[0] as usize, filled[filled.len() - 1] as usize);
+        let mut prev = last;
         for (i, o) in out.iter_mut().enumerate() {
-            if *o != EMPTY {
+            if raw[i] != EMPTY {
+                prev = i;
                 continue;
             }
-            // Nearest filled bin to the right or to the left, circular.
-            let at = filled.partition_point(|&f| (f as usize) < i);
             let (j, d) = if self.right[i] {
-                let j = filled.get(at).map_or(first, |&f| f as usize);
+                let j = scratch[i] as usize;
                 (j, (j + k - i) % k)
             } else {
-                let j = if at == 0 {
-                    last
-                } else {
-                    filled[at - 1] as usize
-                };
-                (j, (i + k - j) % k)
+                (prev, (i + k - prev) % k)
             };
             let h = mix(raw[j] as u64 | ((d as u64) << 32), self.salt);
             *o = (h as u32).min(EMPTY - 1);
@@ -158,6 +164,50 @@ mod tests {
         m.densify(&raw, &mut whole, &mut Vec::new());
         m.densify(&raw, &mut head, &mut Vec::new());
         assert_eq!(&whole[..32], &head[..]);
+    }
+
+    /// The definition: for each empty bin, search the sorted filled bins.
+    fn densify_by_search(m: &MinHasher, raw: &[u32], out: &mut [u32]) {
+        let k = raw.len();
+        let filled: Vec<usize> = (0..k).filter(|&i| raw[i] != EMPTY).collect();
+        out.copy_from_slice(&raw[..out.len()]);
+        if filled.is_empty() {
+            return;
+        }
+        for (i, o) in out.iter_mut().enumerate().filter(|(i, _)| raw[*i] == EMPTY) {
+            let at = filled.partition_point(|&f| f < i);
+            let j = if m.right[i] {
+                *filled.get(at).unwrap_or(&filled[0])
+            } else if at == 0 {
+                filled[filled.len() - 1]
+            } else {
+                filled[at - 1]
+            };
+            let d = if m.right[i] {
+                (j + k - i) % k
+            } else {
+                (i + k - j) % k
+            };
+            *o = (mix(raw[j] as u64 | ((d as u64) << 32), m.salt) as u32).min(EMPTY - 1);
+        }
+    }
+
+    #[test]
+    fn densify_matches_its_definition() {
+        let m = MinHasher::new(&Key::from_secret(b"d"), 128);
+        let mut scratch = Vec::new();
+        for seed in 0..300u64 {
+            let n = (mix(seed, 1) % 200) as usize;
+            let set: Vec<u64> = (0..n as u64).map(|i| mix(i, seed)).collect();
+            let mut raw = vec![0; 128];
+            m.signature(&set, &mut raw);
+            for len in [128, 32, 1] {
+                let (mut fast, mut slow) = (vec![0; len], vec![0; len]);
+                m.densify(&raw, &mut fast, &mut scratch);
+                densify_by_search(&m, &raw, &mut slow);
+                assert_eq!(fast, slow, "seed {seed}, {n} shingles, prefix {len}");
+            }
+        }
     }
 
     #[test]

@@ -210,6 +210,26 @@ impl PySketchStore {
         Ok(PyArray1::from_vec(py, flat).reshape([n, width])?.into_any())
     }
 
+    /// Densified MinHash signatures of prompts, `(n, num_perm)` uint32,
+    /// under this store's key and shingle size, without touching any client
+    /// (a client holding exactly one of these prompts has its row in
+    /// `signatures`). Hashes in parallel without the GIL.
+    fn minhash<'py>(
+        &self,
+        py: Python<'py>,
+        prompts: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let prompts = texts("prompts", prompts)?;
+        let width = self.inner.config().num_perm;
+        let n = prompts.len();
+        let inner = &self.inner;
+        let flat = py.detach(|| {
+            let refs: Vec<&str> = prompts.iter().map(|s| &**s).collect();
+            inner.minhash(&refs)
+        });
+        Ok(PyArray1::from_vec(py, flat).reshape([n, width])?.into_any())
+    }
+
     /// Estimated Jaccard index of two clients' prompt shingles.
     fn jaccard(&self, a: &str, b: &str) -> PyResult<f64> {
         Ok(self.inner.jaccard(a, b)?)

@@ -32,25 +32,19 @@ impl Shingler {
                 while i < bytes.len() && bytes[i].is_ascii_alphanumeric() {
                     i += 1;
                 }
-                let word = &bytes[start..i];
-                let mut low = [0u8; 32];
-                let h = if word.len() <= low.len() {
-                    for (l, b) in low.iter_mut().zip(word) {
-                        *l = b.to_ascii_lowercase();
-                    }
-                    key.hash_word(&low[..word.len()])
-                } else {
-                    self.word.clear();
-                    self.word.extend(word.iter().map(u8::to_ascii_lowercase));
-                    key.hash_word(&self.word)
-                };
-                self.words.push(h);
+                self.words.push(key.hash_word_ascii_lower(&bytes[start..i]));
             }
-            self.word.clear();
         } else {
             let mut tmp = [0u8; 4];
             for ch in text.chars() {
-                if ch.is_alphanumeric() {
+                // most characters of most prompts are ASCII even when one is not
+                if ch.is_ascii() {
+                    if ch.is_ascii_alphanumeric() {
+                        self.word.push((ch as u8).to_ascii_lowercase());
+                    } else {
+                        self.end_word(key);
+                    }
+                } else if ch.is_alphanumeric() {
                     for lower in ch.to_lowercase() {
                         self.word
                             .extend_from_slice(lower.encode_utf8(&mut tmp).as_bytes());

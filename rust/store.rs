@@ -461,6 +461,27 @@ impl SketchStore {
         out
     }
 
+    /// Densified MinHash signatures of prompts, one row of `num_perm` per
+    /// prompt, under this store's key and shingle size: what `update` hashes
+    /// for each prompt before folding it into a client, with no client touched.
+    pub fn minhash(&self, prompts: &[&str]) -> Vec<u32> {
+        let p = self.config.num_perm;
+        let mut out = vec![0u32; prompts.len() * p];
+        let (hasher, key, k) = (&self.hasher, &self.key, self.config.shingle_size);
+        out.par_chunks_mut(p)
+            .zip(prompts.par_iter())
+            .with_min_len(32)
+            .for_each_init(
+                || (Shingler::default(), Vec::new(), vec![0u32; p], Vec::new()),
+                |(sh, buf, raw, scratch), (row, prompt)| {
+                    sh.shingles(key, prompt, k, buf);
+                    hasher.signature(buf, raw);
+                    hasher.densify(raw, row, scratch);
+                },
+            );
+        out
+    }
+
     /// Folds client `src` into client `dst` (created empty if absent).
     pub fn merge(&mut self, src: &str, dst: &str) -> CoreResult<()> {
         let from = self

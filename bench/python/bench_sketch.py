@@ -58,7 +58,8 @@ NUM_PERM = 128
 REPS = 3
 BATCH = 1024
 ID_LEN = len("client-00000000")
-TARGET = 30.0
+TARGET = 30.0  # issue 2: the store's whole MinHash path, on 1 thread
+TARGET_SIGNATURES = 50.0  # issue 5: MinHash signatures against datasketch's
 OTHERS = "others' cpus"  # cpus kept busy by other processes while a row was measured
 WORD = re.compile(r"[^\W_]+")
 
@@ -317,6 +318,18 @@ def child_minhash(sizes: Sizes) -> dict[str, float]:
     return {"seconds": time_store(make_events(prompts, sizes.minhash_clients))}
 
 
+def child_signatures(sizes: Sizes) -> dict[str, float]:
+    """`store.minhash` on the same prompts in the same batches: signatures only."""
+    prompts = load_prompts(sizes.prompts)
+    store = new_store()
+
+    def run() -> None:
+        for lo in range(0, len(prompts), BATCH):
+            store.minhash(prompts[lo : lo + BATCH])
+
+    return {"seconds": best_of(run)}
+
+
 def child_coverage(sizes: Sizes) -> dict[str, float]:
     ev = coverage_events(sizes)
     return {"seconds": time_store(ev)}
@@ -455,11 +468,20 @@ def bench_minhash(sizes: Sizes, quick: bool) -> tuple[list[str], list[list[str]]
     t_one = with_others(lambda: run_child("minhash", 1, quick)["seconds"])
     status(f"spanwatch, {cores} threads")
     t_all = with_others(lambda: run_child("minhash", cores, quick)["seconds"])
+    status("spanwatch signatures only, 1 thread")
+    s_one = with_others(lambda: run_child("signatures", 1, quick)["seconds"])
+    status(f"spanwatch signatures only, {cores} threads")
+    s_all = with_others(lambda: run_child("signatures", cores, quick)["seconds"])
     base = t_hash[0]
     met = "met" if base / t_one[0] >= TARGET else "NOT met"
     notes.append(
-        f"issue target >= {TARGET:.0f}x vs baseline on 1 thread: {met} "
+        f"store.update against the baseline, target >= {TARGET:.0f}x on 1 thread: {met} "
         f"({base / t_one[0]:.1f}x on 1 thread, {base / t_all[0]:.1f}x on {cores} threads)"
+    )
+    met = "met" if base / s_all[0] >= TARGET_SIGNATURES else "NOT met"
+    notes.append(
+        f"signatures (store.minhash) against the baseline, target >= {TARGET_SIGNATURES:.0f}x: "
+        f"{met} ({base / s_one[0]:.1f}x on 1 thread, {base / s_all[0]:.1f}x on {cores} threads)"
     )
 
     n = len(prompts)
@@ -469,6 +491,8 @@ def bench_minhash(sizes: Sizes, quick: bool) -> tuple[list[str], list[list[str]]
         ("datasketch: MinHash(num_perm=128) per prompt", 1, t_naive),
         ("spanwatch: store.update", 1, t_one),
         ("spanwatch: store.update", cores, t_all),
+        ("spanwatch: store.minhash (signatures only)", 1, s_one),
+        ("spanwatch: store.minhash (signatures only)", cores, s_all),
     ]
     return notes, [
         [
@@ -597,7 +621,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="smaller inputs, skip 1M clients")
     ap.add_argument("--only", choices=["minhash", "coverage", "memory", "flood"])
     ap.add_argument(
-        "--child", choices=["minhash", "coverage", "memory", "flood"], help=argparse.SUPPRESS
+        "--child",
+        choices=["minhash", "signatures", "coverage", "memory", "flood"],
+        help=argparse.SUPPRESS,
     )
     ap.add_argument("--clients", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -607,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.child:
         children = {
             "minhash": lambda: child_minhash(sizes),
+            "signatures": lambda: child_signatures(sizes),
             "coverage": lambda: child_coverage(sizes),
             "memory": lambda: child_memory(args.clients),
             "flood": lambda: child_flood(

@@ -488,9 +488,13 @@ class Service:
 
     def _watch_stalls(self) -> None:
         """kafka-python 3.0 can stop returning records of a partition after a
-        rebalance (dpkp/kafka-python#3131). A partition with lag that gave
-        nothing for `stall_after_s` is sought to its own position, which
-        restarts its fetches."""
+        rebalance (dpkp/kafka-python#3131). A partition that gave nothing for
+        `stall_after_s` while records lie beyond the last one the service
+        processed is sought back to that record's successor (or, before any,
+        to the consumer's position), which restarts its fetches. Lag is taken
+        from what the service processed, not from the consumer's position,
+        which can be ahead of it when fetched records were lost in a
+        rebalance."""
         now = time.monotonic()
         if now - self._last_watch < self.stall_after_s / 4 or not self.parts:
             return
@@ -504,7 +508,9 @@ class Service:
         try:
             ends = self._consumer.end_offsets(list(tps.values()))
             for p, tp in tps.items():
-                pos = self._consumer.position(tp)
+                pos = stale[p].next_offset
+                if pos is None:
+                    pos = self._consumer.position(tp, timeout_ms=5_000)
                 if pos is not None and ends.get(tp, 0) > pos:
                     log.warning(
                         "partition %d: %d records behind but none fetched for %.0fs; "
@@ -522,11 +528,18 @@ class Service:
     # ------------------------------------------------------------ observability
 
     def _caught_up(self) -> bool:
+        """Whether every partition's records up to its end were processed
+        (by the service's own count where it has one)."""
         if not self.parts:
             return False
-        tps = [TopicPartition(self.k.prompts_topic, p) for p in self.parts]
-        ends = self._consumer.end_offsets(tps)
-        return all(self._consumer.position(tp) >= ends[tp] for tp in tps)
+        tps = {p: TopicPartition(self.k.prompts_topic, p) for p in self.parts}
+        ends = self._consumer.end_offsets(list(tps.values()))
+
+        def done(p: int) -> int:
+            mine = self.parts[p].next_offset
+            return mine if mine is not None else self._consumer.position(tps[p])
+
+        return all(done(p) >= ends[tp] for p, tp in tps.items())
 
     def _update_gauges(self) -> None:
         clients = evictions = 0

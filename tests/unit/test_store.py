@@ -735,3 +735,28 @@ def test_checkpoints_are_per_client() -> None:
     # a reaches 3 and 6 at events 4 and 10; b at events 5 and 11
     assert idx.tolist() == [4, 5, 10, 11]
     assert rows[:, COL["count"]].tolist() == [3.0, 3.0, 6.0, 6.0]
+
+
+def test_minhash_of_a_prompt_is_the_signature_of_a_client_that_sent_only_it() -> None:
+    s = new_store()
+    prompts = ["how do I bake sourdough bread at home", "hi", "Écrire un poème", "?!"]
+    feed(s, [f"c{i}" for i in range(len(prompts))], prompts)
+    sigs = s.minhash(prompts)
+    assert sigs.shape == (len(prompts), s.num_perm) and sigs.dtype == np.uint32
+    assert (sigs == s.signatures([f"c{i}" for i in range(len(prompts))])).all()
+    assert len(s) == len(prompts)  # no client added
+    assert s.minhash([]).shape == (0, s.num_perm)
+
+
+def test_minhash_depends_on_the_secret_and_estimates_jaccard() -> None:
+    a, b = new_store(), SketchStore(secret=b"another secret")
+    text = "write a short poem about the sea at night with stars"
+    assert (a.minhash([text]) != b.minhash([text])).any()
+    near = a.minhash([text, text.replace("night", "dawn")])
+    far = a.minhash([text, "explain the rust borrow checker to a beginner"])
+    assert (near[0] == near[1]).mean() > (far[0] == far[1]).mean()
+
+
+def test_minhash_refuses_a_str_in_place_of_a_list() -> None:
+    with pytest.raises(InputError, match="list of str"):
+        new_store().minhash("one prompt")  # type: ignore[arg-type]
