@@ -285,21 +285,7 @@ class Run:
 
     def wait(self, timeout: float) -> list[tuple[float, float]]:
         """Polls the events counter until the child exits; returns (time, count) samples."""
-        assert self.proc is not None
-        samples: list[tuple[float, float]] = []
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.proc.terminate()
-                self.proc.wait(60)
-                raise RuntimeError(f"service run {self.tag} timed out (log in {self.workdir})")
-            v = self.events()
-            if v is not None:
-                samples.append((time.perf_counter(), v))
-            time.sleep(0.1)
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"service run {self.tag} exited {self.proc.returncode}")
-        return samples
+        return poll_runs([self], timeout, self.events)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -308,6 +294,29 @@ class Run:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def poll_runs(
+    runs: list[Run], timeout: float, read: Callable[[], T | None]
+) -> list[tuple[float, T]]:
+    """Calls `read` every 0.1 s until every run has exited, keeping (time, value) for each
+    value that is not None. A run that outlives `timeout` is stopped and raises, as does
+    one that exits with an error."""
+    samples: list[tuple[float, T]] = []
+    deadline = time.monotonic() + timeout
+    while any(r.proc is not None and r.proc.poll() is None for r in runs):
+        if time.monotonic() > deadline:
+            for r in runs:
+                r.kill()
+            raise RuntimeError(f"service run {runs[0].tag} timed out (log in {runs[0].workdir})")
+        v = read()
+        if v is not None:
+            samples.append((time.perf_counter(), v))
+        time.sleep(0.1)
+    bad = [r.proc.returncode for r in runs if r.proc is not None and r.proc.returncode]
+    if bad:
+        raise RuntimeError(f"service run {runs[0].tag} exited {bad}")
+    return samples
 
 
 def rate(samples: list[tuple[float, float]], n: int) -> float:
@@ -368,20 +377,16 @@ def pair_eps(runs: list[Run], values: list[bytes], timeout: float, passes: int =
     from spanwatch.config import Settings
 
     share = Settings().kafka.topic_partitions // len(runs)
-    deadline = time.monotonic() + timeout
     last = [0.0] * len(runs)  # a process's count outlives its exit
-    samples: list[tuple[float, list[float]]] = []
+    settled = [False]
+
+    def read() -> list[float] | None:
+        last[:] = [r.events() or old for r, old in zip(runs, last, strict=True)]
+        settled[0] = settled[0] or all(r.metric(PARTITIONS_RE) == share for r in runs)
+        return list(last) if settled[0] else None
+
     try:
-        while any(r.proc is not None and r.proc.poll() is None for r in runs):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service runs {runs[0].tag} timed out")
-            last = [r.events() or old for r, old in zip(runs, last, strict=True)]
-            if samples or all(r.metric(PARTITIONS_RE) == share for r in runs):
-                samples.append((time.perf_counter(), list(last)))
-            time.sleep(0.1)
-        bad = [r.proc.returncode for r in runs if r.proc is not None and r.proc.returncode]
-        if bad:
-            raise RuntimeError(f"service runs {runs[0].tag} exited {bad}")
+        samples = poll_runs(runs, timeout, read)
         if sum(last) < len(values) * passes or len(samples) < 2:
             raise RuntimeError(f"service runs {runs[0].tag}: {sum(last):,.0f} events counted")
         t0, first = samples[0]

@@ -59,18 +59,16 @@ class Signals:
             "near_duplicates",
         ]
         self.directions = ["up"] * len(space.levels) + ["two", "up", "up", "up"]
-        self._expected: dict[int, F64] = {}
-
-    def expected(self, n: int) -> F64:
-        if n not in self._expected:
-            self._expected[n] = self.space.expected_cells(n)
-        return self._expected[n]
 
     def matrix(self, rows: F64) -> F64:
         """(m, signals) from (m, features) checkpoint rows."""
         rows = np.atleast_2d(rows)
         counts = rows[:, self.col["count"]].astype(np.int64)
-        exp = np.stack([self.expected(int(n)) for n in counts]) if len(rows) else np.zeros((0, 1))
+        exp = (
+            np.stack([self.space.expected_cells(int(n)) for n in counts])
+            if len(rows)
+            else np.zeros((0, 1))
+        )
         out = np.empty((len(rows), len(self.names)))
         for j, lv in enumerate(self.space.levels):
             out[:, j] = rows[:, self.col[f"cells_{lv}"]] / np.maximum(exp[:, j], 1e-9)

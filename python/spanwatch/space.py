@@ -53,6 +53,7 @@ class Space:
         # Add-one smoothing: a cell never seen in fitting still has some mass.
         self.freqs = [(n + 1) / (n + 1).sum() for n in self.counts]
         self.search = "exact"
+        self._expected: dict[float, npt.NDArray[np.float64]] = {}
         # threads faiss searches with in `assign`; 0 leaves its default (all cores)
         self.threads = 0
         self._quantizers: list[Any] = []
@@ -157,8 +158,17 @@ class Space:
             self._indexes[j] = index
 
     def expected_cells(self, n: float) -> npt.NDArray[np.float64]:
-        """Distinct cells per level that n draws from the population would hit."""
-        return np.array([float(np.sum(1.0 - np.power(1.0 - p, n))) for p in self.freqs])
+        """Distinct cells per level that n draws from the population would hit
+        (read-only; remembered per n, since checkpoints ask for the same
+        counts over and over)."""
+        got = self._expected.get(n)
+        if got is None:
+            if len(self._expected) >= 65_536:
+                self._expected.clear()
+            got = np.array([float(np.sum(1.0 - np.power(1.0 - p, n))) for p in self.freqs])
+            got.flags.writeable = False
+            self._expected[n] = got
+        return got
 
     def save(self, path: str | Path) -> None:
         """One file (a zip of .npy arrays and a JSON header), written atomically."""

@@ -326,44 +326,10 @@ class Service:
     # ------------------------------------------------------------ processing
 
     def _process(self, records: dict[Any, list[Any]]) -> None:
-        recs: list[Any] = []
-        parts: list[int] = []
-        for tp, got in records.items():
-            part = self.parts.get(tp.partition)
-            if part is None:
-                log.warning("records for unassigned partition %d dropped", tp.partition)
-                continue
-            if got:
-                part.next_offset = got[-1].offset + 1
-                part.last_record = time.monotonic()
-                recs += got
-                parts += [tp.partition] * len(got)
-        if not recs:
+        got = self._parse_poll(records)
+        if got is None:
             return
-        parsed = parse_batch(
-            [r.value for r in recs],
-            dim=self.space.dim,
-            max_prompt_bytes=self.settings.max_prompt_bytes,
-            default_ts=[
-                r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None for r in recs
-            ],
-        )
-        for i, reason in parsed.errors:
-            self._dead_letter(recs[i], reason)
-        # the events a restored state already holds are skipped
-        keep: list[int] = []
-        for j, i in enumerate(parsed.positions):
-            if self.parts[parts[i]].restored.get(parsed.batch.client_ids[j], -1) >= recs[i].offset:
-                self.metrics.skipped.inc()
-            else:
-                keep.append(j)
-        if not keep:
-            return
-        batch = parsed.batch if len(keep) == len(parsed.batch) else parsed.batch.take(keep)
-        mine = [recs[parsed.positions[j]] for j in keep]
-        rows: dict[int, list[int]] = {}  # partition -> rows of the batch
-        for k, j in enumerate(keep):
-            rows.setdefault(parts[parsed.positions[j]], []).append(k)
+        batch, recs, rows = got
         det = next(iter(self.parts.values())).detector
         # one embedding and one cell search for the whole poll, whatever the
         # partitions (they share the space); a failure falls back to each
@@ -377,9 +343,54 @@ class Service:
             whole = len(ks) == len(batch)  # rows are increasing: all of them
             sub = batch if whole else batch.take(ks)
             sub_cells = None if cells is None else cells if whole else cells[ks]
-            for a in self._observe(self.parts[p], [mine[k] for k in ks], sub, sub_cells):
+            for a in self._observe(self.parts[p], [recs[k] for k in ks], sub, sub_cells):
                 self._send_alert(a)
         self.metrics.events.inc(len(batch))
+
+    def _parse_poll(
+        self, records: dict[Any, list[Any]]
+    ) -> tuple[Batch, list[Any], dict[int, list[int]]] | None:
+        """Parses a poll's records in one batch. Dead-letters the bad ones and
+        skips the events a restored state already holds. Returns the batch of
+        the rest, the record of each row, and each partition's rows; None if
+        nothing is left."""
+        recs: list[Any] = []
+        parts: list[int] = []
+        for tp, got in records.items():
+            part = self.parts.get(tp.partition)
+            if part is None:
+                log.warning("records for unassigned partition %d dropped", tp.partition)
+                continue
+            if got:
+                part.next_offset = got[-1].offset + 1
+                part.last_record = time.monotonic()
+                recs += got
+                parts += [tp.partition] * len(got)
+        if not recs:
+            return None
+        parsed = parse_batch(
+            [r.value for r in recs],
+            dim=self.space.dim,
+            max_prompt_bytes=self.settings.max_prompt_bytes,
+            default_ts=[
+                r.timestamp / 1000.0 if r.timestamp and r.timestamp > 0 else None for r in recs
+            ],
+        )
+        for i, reason in parsed.errors:
+            self._dead_letter(recs[i], reason)
+        keep: list[int] = []
+        rows: dict[int, list[int]] = {}
+        for j, i in enumerate(parsed.positions):
+            p = parts[i]
+            if self.parts[p].restored.get(parsed.batch.client_ids[j], -1) >= recs[i].offset:
+                self.metrics.skipped.inc()
+            else:
+                rows.setdefault(p, []).append(len(keep))
+                keep.append(j)
+        if not keep:
+            return None
+        batch = parsed.batch if len(keep) == len(parsed.batch) else parsed.batch.take(keep)
+        return batch, [recs[parsed.positions[j]] for j in keep], rows
 
     def _observe(self, part: _Partition, recs: list[Any], batch: Batch, cells: Any) -> list[Alert]:
         """Observes a partition's events; if the batch fails as a whole, one
