@@ -64,7 +64,7 @@ class Event(BaseModel):
             self._vector = np.frombuffer(raw, dtype="<f4")
         elif self.embedding is not None:
             # once, here: the service checks it and the detector embeds it
-            self._vector = np.asarray(self.embedding, dtype=np.float32)
+            self._vector = _float32(self.embedding)
         return self
 
     @property
@@ -74,7 +74,7 @@ class Event(BaseModel):
     def vector(self) -> npt.NDArray[np.float32] | None:
         """The precomputed embedding as float32, from either field."""
         if self._vector is None and self.embedding is not None:  # built without validation
-            return np.asarray(self.embedding, dtype=np.float32)
+            return _float32(self.embedding)
         return self._vector
 
     @model_validator(mode="before")
@@ -113,6 +113,13 @@ class Event(BaseModel):
         if not math.isfinite(v):
             raise ValueError("must be finite")
         return v
+
+
+def _float32(values: tuple[float, ...]) -> npt.NDArray[np.float32]:
+    """float32 values; one beyond float32's range becomes infinite (and the
+    vector is refused as not finite) instead of raising a warning per event."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=np.float32)
 
 
 def prompt_from_messages(messages: Any) -> str:

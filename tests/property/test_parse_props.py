@@ -122,6 +122,11 @@ def same_float(a: float, b: float) -> bool:
     st.lists(st.tuples(fields(), st.booleans()), min_size=1, max_size=6),
     st.lists(st.one_of(st.none(), st.floats(0, 2e9)), min_size=6, max_size=6),
 )
+# a value past float32's range: infinite once cast, so refused, with no warning
+@example(
+    [({"client_id": "0", "prompt": "0", "ts": 0.0, "embedding": [3.4028235677973366e38]}, False)],
+    [None] * 6,
+)
 # a vector of two zeros and a subnormal: not all zero, but its norm is
 @example(
     [({"client_id": "0", "prompt": "0", "ts": 0.0, "embedding": [0, 0, 5.5e-43]}, False)],
