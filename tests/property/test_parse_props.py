@@ -107,7 +107,8 @@ def reference(raw: bytes, default_ts: float | None) -> Event | str:
             return f"embedding has {len(v)} dimensions, expected {DIM}"
         # zero or not finite as the detector sees it: the float32 norm it
         # divides by (a subnormal vector's norm underflows to zero)
-        norm = np.linalg.norm(v[None, :], axis=1)[0]
+        with np.errstate(over="ignore"):
+            norm = np.linalg.norm(v[None, :], axis=1)[0]
         if not np.isfinite(norm) or norm == 0:
             return "embedding is zero or not finite"
     return ev
