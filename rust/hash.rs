@@ -102,19 +102,7 @@ impl Key {
     /// cannot tell which words collide or which shingle takes a minimum.
     #[inline]
     pub fn hash_word(&self, data: &[u8]) -> u64 {
-        let mut h = self.w0 ^ (data.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut chunks = data.chunks_exact(8);
-        for c in &mut chunks {
-            let m = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            h = folded(h ^ m, self.w1);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            h = folded(h ^ u64::from_le_bytes(buf), self.w1 ^ 0x2d35_8dcc_aa6c_78a5);
-        }
-        folded(h, self.w0 ^ 0x8bb8_4b93_962e_acc9)
+        self.hash_word_or(data, 0)
     }
 
     /// `hash_word` of the lowercase form of an ASCII alphanumeric word,
@@ -122,18 +110,25 @@ impl Key {
     /// and leaves digits as they are, eight bytes at a time.
     #[inline]
     pub fn hash_word_ascii_lower(&self, data: &[u8]) -> u64 {
-        const LOWER: u64 = 0x2020_2020_2020_2020;
+        self.hash_word_or(data, 0x2020_2020_2020_2020)
+    }
+
+    /// `hash_word` of `data` with every byte ORed with the matching byte of
+    /// `bits` (zero: the bytes as they are).
+    #[inline(always)]
+    fn hash_word_or(&self, data: &[u8], bits: u64) -> u64 {
         let mut h = self.w0 ^ (data.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
             let m = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            h = folded(h ^ (m | LOWER), self.w1);
+            h = folded(h ^ (m | bits), self.w1);
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let mut buf = [0u8; 8];
             buf[..rest.len()].copy_from_slice(rest);
-            let m = u64::from_le_bytes(buf) | (LOWER >> (8 * (8 - rest.len())));
+            // the padding bytes stay zero
+            let m = u64::from_le_bytes(buf) | (bits >> (8 * (8 - rest.len())));
             h = folded(h ^ m, self.w1 ^ 0x2d35_8dcc_aa6c_78a5);
         }
         folded(h, self.w0 ^ 0x8bb8_4b93_962e_acc9)
