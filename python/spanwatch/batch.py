@@ -112,11 +112,25 @@ class Batch:
 
     def bad_vectors(self) -> list[tuple[int, str]]:
         """Rows whose embedding is zero or not finite, with that reason."""
+        return self._bad(*self._norms())
+
+    def unit_vectors(self) -> tuple[F32, list[tuple[int, str]]]:
+        """The embeddings of the rows that have one, scaled to unit length
+        (in row order), and the rows that cannot be (`bad_vectors`)."""
+        rows, norms = self._norms()
+        bad = self._bad(rows, norms)
+        if bad:
+            return np.zeros((len(rows), self.dim), dtype=np.float32), bad
+        units = (self.vectors[rows] / norms[:, None]).astype(np.float32, copy=False)
+        return units, bad
+
+    def _norms(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
         rows = np.flatnonzero(self.has_vector)
-        if not len(rows):
-            return []
         with np.errstate(over="ignore", invalid="ignore"):
-            norms = np.linalg.norm(self.vectors[rows], axis=1)
+            return rows, np.linalg.norm(self.vectors[rows], axis=1)
+
+    @staticmethod
+    def _bad(rows: npt.NDArray[np.intp], norms: npt.NDArray[np.float32]) -> list[tuple[int, str]]:
         bad = rows[~np.isfinite(norms) | (norms == 0)]
         return [(int(i), "embedding is zero or not finite") for i in bad]
 

@@ -197,12 +197,11 @@ class Detector:
             )
         out = np.zeros((len(batch), want or 0), dtype=np.float32)
         if len(given):
-            bad = batch.bad_vectors()
+            units, bad = batch.unit_vectors()
             if bad:
                 i, reason = bad[0]
                 raise EventError(f"event {batch.event_ids[i] or i}: {reason}")
-            arr = batch.vectors[given]
-            out[given] = arr / np.linalg.norm(arr, axis=1)[:, None]
+            out[given] = units
         if len(todo):
             out[todo] = self.embedder.embed([batch.prompts[i] for i in todo.tolist()])
         return out

@@ -83,3 +83,12 @@ def test_the_batch_parser_refuses_bad_vectors_with_a_reason() -> None:
         (2, "embedding has 1 dimensions, expected 2"),
     ]
     assert got.batch.vectors.tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+
+
+def test_unit_vectors_scale_the_given_rows_or_name_the_bad_ones() -> None:
+    b = Batch.from_events(_events())
+    units, bad = b.unit_vectors()
+    assert bad == []
+    assert units.tolist() == [[1.0, 0.0], [0.0, 1.0]]  # rows 0 and 2, in order
+    b.vectors[2] = 0.0
+    assert b.unit_vectors()[1] == [(2, "embedding is zero or not finite")]
