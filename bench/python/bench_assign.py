@@ -16,6 +16,10 @@ What is measured, in one run, on real embeddings (prompts read at run time from
   4. hierarchical descent: level 1 exact, then levels 2 and 3 searched only among the
      children of the query's top-w level-1 cells (a centroid's parent is its nearest level-1
      centroid), w = 1/2/3, with one small `IndexFlatIP` per level-1 cell;
+  5. spanwatch's batched inverted file (`spanwatch.ivf.InvertedFile`, what
+     `space.assign = "ivf"` runs): FAISS's trained IVF lists, searched with one matrix
+     product per list for all the queries of a batch that probe it, nprobe 1/4/8; and
+     nprobe 8 on one thread beside FAISS's IVF on one thread (the service's setting);
 - events/s for all levels together and for each level alone, the ratio to the exact
   baseline at the same thread count, and agreement with exact assignment per level (share
   of held-out events given the same cell id).
@@ -55,8 +59,10 @@ from bench_sketch import (
     table,
     with_others,
 )
+from threadpoolctl import threadpool_limits
 
 from spanwatch.embed import CachedEmbedder, SentenceTransformerEmbedder
+from spanwatch.ivf import InvertedFile
 from spanwatch.space import Space
 
 Matrix = npt.NDArray[np.float32]
@@ -72,6 +78,7 @@ TARGET_AGREE = 0.95
 HNSW_M = 32
 EF_SEARCH = (16, 32, 64)
 NPROBE = (1, 4, 8)
+SERVICE_NPROBE = 8  # the default of space.nprobe
 WIDEN = (1, 2, 3)
 SEED = 7
 
@@ -258,6 +265,21 @@ def candidates(space: Space) -> tuple[list[Candidate], list[str]]:
         out.append(Candidate(f"flat + IVFFlat nlist={nlist} nprobe={nprobe} (finest)", fns))
     notes.append(f"IVF trainings ({len(NPROBE)}): {time.perf_counter() - start:.1f} s")
     start = time.perf_counter()
+    for nprobe in NPROBE:
+        lists = InvertedFile(cs[-1], nlist, nprobe, seed=SEED)
+        fns = [*flats[:-1], lists.search]
+        out.append(Candidate(f"flat + batched IVF nlist={nlist} nprobe={nprobe} (finest)", fns))
+    # what the service runs (space.assign = "ivf", space.threads = 1), against FAISS's IVF
+    faiss8 = [*flats[:-1], searcher(ivf(cs[-1], SERVICE_NPROBE))]
+    batched8 = [*flats[:-1], InvertedFile(cs[-1], nlist, SERVICE_NPROBE, seed=SEED).search]
+    out.append(
+        Candidate(f"flat + IVFFlat nlist={nlist} nprobe={SERVICE_NPROBE} (finest)", faiss8, 1)
+    )
+    out.append(
+        Candidate(f"flat + batched IVF nlist={nlist} nprobe={SERVICE_NPROBE} (finest)", batched8, 1)
+    )
+    notes.append(f"batched IVF builds: {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
     for w in WIDEN:
         d = Descent.build(cs, w)
         fns = [d.level_fn(j) for j in range(len(cs))]
@@ -315,6 +337,11 @@ class Result:
 
 def measure(c: Candidate, x: Matrix, exact: Ids) -> Result:
     faiss.omp_set_num_threads(c.threads)
+    with threadpool_limits(limits=c.threads, user_api="blas"):  # numpy's products too
+        return measure_on(c, x, exact)
+
+
+def measure_on(c: Candidate, x: Matrix, exact: Ids) -> Result:
     got = np.vstack([c.assign(x[lo : lo + BATCH]) for lo in range(0, len(x), BATCH)])
     agree = [float(np.mean(got[:, j] == exact[:, j])) for j in range(exact.shape[1])]
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch.errors import SpaceError
+from spanwatch.ivf import InvertedFile
 
 __all__ = ["FORMAT_VERSION", "Space"]
 
@@ -56,8 +57,8 @@ class Space:
         self._expected: dict[float, npt.NDArray[np.float64]] = {}
         # threads faiss searches with in `assign`; 0 leaves its default (all cores)
         self.threads = 0
-        self._quantizers: list[Any] = []
         self._indexes: list[Any] = []
+        self._ivf: dict[int, InvertedFile] = {}
         for c in self.centroids:
             index = faiss.IndexFlatIP(self.dim)
             index.add(c)
@@ -128,8 +129,11 @@ class Space:
             faiss.omp_set_num_threads(self.threads)
         try:
             for j, index in enumerate(self._indexes):
-                _, ids = index.search(x, 1)
-                out[:, j] = ids[:, 0]
+                if j in self._ivf:
+                    out[:, j] = self._ivf[j].search(x)
+                else:
+                    _, ids = index.search(x, 1)
+                    out[:, j] = ids[:, 0]
         finally:
             faiss.omp_set_num_threads(before)
         return out
@@ -144,18 +148,11 @@ class Space:
         if self.search == f"ivf:{nprobe}:{min_cells}":
             return
         self.search = f"ivf:{nprobe}:{min_cells}"
-        for j, c in enumerate(self.centroids):
-            if len(c) < min_cells:
-                continue
-            nlist = max(1, round(len(c) ** 0.5))
-            quantizer = faiss.IndexFlatIP(self.dim)
-            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            index.cp.seed = 0
-            index.train(c)
-            index.add(c)
-            index.nprobe = min(nprobe, nlist)
-            self._quantizers.append(quantizer)  # the index does not own it
-            self._indexes[j] = index
+        self._ivf = {
+            j: InvertedFile(c, max(1, round(len(c) ** 0.5)), nprobe)
+            for j, c in enumerate(self.centroids)
+            if len(c) >= min_cells
+        }
 
     def expected_cells(self, n: float) -> npt.NDArray[np.float64]:
         """Distinct cells per level that n draws from the population would hit
