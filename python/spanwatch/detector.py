@@ -23,7 +23,7 @@ from spanwatch.calibrate import (
     max_evidence,
 )
 from spanwatch.config import Settings, load_settings
-from spanwatch.embed import CachedEmbedder, Embedder, SentenceTransformerEmbedder
+from spanwatch.embed import Embedder, embedder_from
 from spanwatch.errors import ConfigError, EventError, SnapshotError, SpaceError
 from spanwatch.events import Event
 from spanwatch.groups import GroupDetector, Summary
@@ -113,15 +113,7 @@ class Detector:
     def embedder(self) -> Embedder:
         """The embedder, loaded on first use from the config if none was given."""
         if self._embedder is None:
-            e = self.config.embed
-            inner = SentenceTransformerEmbedder(
-                e.model_path,
-                batch_size=e.batch_size,
-                device=e.device,
-                backend=e.backend,
-                onnx_dir=e.onnx_dir,
-            )
-            self._embedder = CachedEmbedder(inner, e.cache_dir) if e.cache else inner
+            self._embedder = embedder_from(self.config.embed)
         return self._embedder
 
     def use_space(self, space: Space) -> None:

@@ -9,13 +9,16 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from spanwatch.errors import EmbeddingError
 from spanwatch.onnx_backend import BACKENDS, OnnxEncoder, ensure_export, quant_target
+
+if TYPE_CHECKING:
+    from spanwatch.config import EmbedSettings
 
 __all__ = ["CachedEmbedder", "Embedder", "SentenceTransformerEmbedder", "default_cache_dir"]
 
@@ -229,3 +232,46 @@ class CachedEmbedder:
         self.hits += n - len(missing)
         self.misses += len(missing)
         return out
+
+
+def embedder_from(settings: EmbedSettings) -> Embedder:
+    """The embedder the `[embed]` settings describe (the model loads now)."""
+    inner = SentenceTransformerEmbedder(
+        settings.model_path,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        backend=settings.backend,
+        onnx_dir=settings.onnx_dir,
+    )
+    return CachedEmbedder(inner, settings.cache_dir) if settings.cache else inner
+
+
+class LazyEmbedder:
+    """Loads the model the `[embed]` settings describe when a prompt first
+    needs it. A service whose events all carry embeddings never loads it
+    (seconds of start-up and a few hundred MiB it would not use)."""
+
+    def __init__(self, settings: EmbedSettings) -> None:
+        self.settings = settings
+        self._inner: Embedder | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    @property
+    def inner(self) -> Embedder:
+        if self._inner is None:
+            self._inner = embedder_from(self.settings)
+        return self._inner
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        return self.inner.embed(texts)

@@ -31,7 +31,7 @@ from spanwatch.batch import Batch, parse_batch
 from spanwatch.config import KafkaSettings, Settings
 from spanwatch.deadletter import send_dead_letter
 from spanwatch.detector import Detector
-from spanwatch.embed import Embedder
+from spanwatch.embed import Embedder, LazyEmbedder
 from spanwatch.errors import SpanwatchError
 from spanwatch.metrics import Metrics
 from spanwatch.ocsf import to_ocsf
@@ -160,10 +160,10 @@ class Service:
         self._stop.set()
 
     def _detector(self) -> Detector:
-        det = Detector(self.settings, space=self.space, embedder=self._embedder)
-        if self._embedder is None and det._embedder is None:
-            self._embedder = det.embedder
-        return det
+        if self._embedder is None:
+            # one model for all partitions, loaded when a prompt first needs it
+            self._embedder = LazyEmbedder(self.settings.embed)
+        return Detector(self.settings, space=self.space, embedder=self._embedder)
 
     def _connect(self) -> None:
         cfg = self.k.client_config()

@@ -251,3 +251,46 @@ def test_session_cache_fixture_gives_model_vectors(
     np.testing.assert_allclose(
         embedder.embed(TEXTS[:2]), model_embedder.embed(TEXTS[:2]), atol=1e-5
     )
+
+
+def test_lazy_embedder_loads_the_model_only_when_a_prompt_needs_it(
+    settings: object, model_embedder: Embedder
+) -> None:
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+    from spanwatch.embed import LazyEmbedder
+    from spanwatch.events import Event
+    from spanwatch.space import Space
+
+    assert isinstance(settings, Settings)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    lazy = LazyEmbedder(settings.embed)
+    det = Detector(settings, space=Space.fit(x, levels=[4, 16], niter=2), embedder=lazy)
+    given = [
+        Event(client_id="c", prompt=f"p{i}", embedding=x[i].tolist(), ts=float(i))
+        for i in range(20)
+    ]
+    det.observe(given, det.embed(given))
+    assert not lazy.loaded  # every event carried its embedding
+    bare = [Event(client_id="c", prompt=TEXTS[0], ts=30.0)]
+    got = det.embed(bare)
+    assert lazy.loaded
+    assert lazy.model_id == model_embedder.model_id and lazy.dim == 384
+    np.testing.assert_allclose(got, model_embedder.embed(TEXTS[:1]), atol=1e-6)
+
+
+def test_service_partitions_share_one_embedder_that_has_not_loaded(settings: object) -> None:
+    from spanwatch.config import Settings
+    from spanwatch.embed import LazyEmbedder
+    from spanwatch.space import Space
+    from spanwatch.stream import Service
+
+    assert isinstance(settings, Settings)
+    x = np.random.default_rng(1).normal(size=(100, 384)).astype(np.float32)
+    svc = Service(settings, Space.fit(x, levels=[4, 8], niter=2))
+    a, b = svc._detector(), svc._detector()
+    assert isinstance(a.embedder, LazyEmbedder)
+    assert a.embedder is b.embedder
+    assert not a.embedder.loaded
