@@ -1,11 +1,14 @@
 //! The only module that knows Python: `SketchStore` as a pyclass.
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyBytes, PyList, PyString};
 
+use crate::cells::Cells;
 use crate::config::SketchConfig;
 use crate::error::CoreError;
 use crate::records;
@@ -493,4 +496,54 @@ pub fn parse_records<'py>(
         PyArray1::from_vec(py, has_vector),
         metas,
     ))
+}
+
+/// Nearest cells of a space's levels: exact at every level but the finest,
+/// which is searched among the children of the query's `widen` best cells
+/// of the level above (exact too when `widen` is 0).
+#[pyclass(name = "CellSearch", module = "spanwatch._core", frozen)]
+pub struct PyCellSearch {
+    inner: Cells,
+}
+
+#[pymethods]
+impl PyCellSearch {
+    #[new]
+    #[pyo3(signature = (levels, widen = 0))]
+    fn new(levels: Vec<PyReadonlyArray2<'_, f32>>, widen: usize) -> PyResult<Self> {
+        let dim = levels.first().map_or(0, |l| l.shape()[1]);
+        if let Some(j) = levels.iter().position(|l| l.shape()[1] != dim) {
+            return Err(InputError::new_err(format!(
+                "level {j} has dimension {}, level 0 has {dim}",
+                levels[j].shape()[1]
+            )));
+        }
+        let rows = levels
+            .iter()
+            .map(|l| l.as_array().iter().copied().collect())
+            .collect();
+        Ok(Self {
+            inner: Cells::new(dim, rows, widen)?,
+        })
+    }
+
+    /// Cell ids of each row of `x` ((n, dim) float32): an (n, levels) int64 matrix.
+    fn assign<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let (n, dim) = (x.shape()[0], x.shape()[1]);
+        if dim != self.inner.dim() {
+            return Err(InputError::new_err(format!(
+                "queries have dimension {dim}, the cells {}",
+                self.inner.dim()
+            )));
+        }
+        let queries: Vec<f32> = x.as_array().iter().copied().collect();
+        let inner = &self.inner;
+        let ids = py.detach(|| inner.assign(&queries))?;
+        let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+        PyArray1::from_vec(py, ids).reshape([n, self.inner.n_levels()])
+    }
 }

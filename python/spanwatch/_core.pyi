@@ -5,7 +5,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SketchStore", "__version__", "parse_records", "snapshot_version"]
+__all__ = ["CellSearch", "SketchStore", "__version__", "parse_records", "snapshot_version"]
 __version__: str
 
 def snapshot_version() -> int: ...
@@ -24,6 +24,15 @@ def parse_records(
     npt.NDArray[np.bool_],
     list[str | None],
 ]: ...
+
+@final
+class CellSearch:
+    """Nearest cells of a space's levels: exact at every level but the
+    finest, which is searched among the children of the query's `widen`
+    best cells of the level above (exact too when `widen` is 0)."""
+
+    def __new__(cls, levels: list[npt.NDArray[np.float32]], widen: int = 0) -> CellSearch: ...
+    def assign(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]: ...
 
 @final
 class SketchStore:

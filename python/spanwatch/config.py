@@ -92,11 +92,16 @@ class SpaceSettings(_Section):
     seed: int = 0
     assign: str = Field(
         default="exact",
-        pattern="^(exact|ivf)$",
-        description="ivf: inverted-file search for levels of 1024+ cells (faster, "
-        "a few percent of events get a near cell instead of the nearest)",
+        pattern="^(exact|ivf|descent)$",
+        description="descent: the finest level searched among the children of the "
+        "`widen` best cells of the level above (6x faster than exact at 4096 cells on "
+        "one core, 98.5% the same cell); ivf: an inverted file for levels of 1024+ "
+        "cells (3x, 98.5%); exact: every centroid (bench/README.md)",
     )
     nprobe: int = Field(default=8, ge=1, description="lists searched with assign = ivf")
+    widen: int = Field(
+        default=16, ge=1, description="cells of the level above searched with assign = descent"
+    )
     threads: int = Field(
         default=1,
         ge=0,

@@ -120,6 +120,8 @@ class Detector:
         """Adopts a space and starts an empty store shaped by its levels."""
         if self.config.space.assign == "ivf":
             space.use_ivf(self.config.space.nprobe)
+        elif self.config.space.assign == "descent":
+            space.use_descent(self.config.space.widen)
         space.threads = self.config.space.threads
         self.space = space
         self.store = store_for(space, self.config)

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from spanwatch._core import CellSearch
 from spanwatch.errors import SpaceError
 from spanwatch.ivf import InvertedFile
 
@@ -59,6 +60,7 @@ class Space:
         self.threads = 0
         self._indexes: list[Any] = []
         self._ivf: dict[int, InvertedFile] = {}
+        self._descent: CellSearch | None = None
         for c in self.centroids:
             index = faiss.IndexFlatIP(self.dim)
             index.add(c)
@@ -124,6 +126,8 @@ class Space:
         out = np.empty((len(x), len(self.levels)), dtype=np.int64)
         if len(x) == 0:
             return out
+        if self._descent is not None:
+            return self._descent.assign(x)
         before = faiss.omp_get_max_threads()
         if self.threads:
             faiss.omp_set_num_threads(self.threads)
@@ -148,11 +152,24 @@ class Space:
         if self.search == f"ivf:{nprobe}:{min_cells}":
             return
         self.search = f"ivf:{nprobe}:{min_cells}"
+        self._descent = None
         self._ivf = {
             j: InvertedFile(c, max(1, round(len(c) ** 0.5)), nprobe)
             for j, c in enumerate(self.centroids)
             if len(c) >= min_cells
         }
+
+    def use_descent(self, widen: int = 16) -> None:
+        """Assigns every level but the finest exactly, and the finest among
+        the children of the query's `widen` best cells of the level above (a
+        fine centroid's parent is its nearest coarse centroid), in the Rust
+        core on one core. At 16/256/4096 cells and widen 16: 6x exact search
+        on one core, 98.5% of events get the same cell (bench/README.md)."""
+        if widen < 1:
+            raise SpaceError(f"widen must be at least 1, got {widen}")
+        self.search = f"descent:{widen}"
+        self._ivf = {}
+        self._descent = CellSearch(self.centroids, widen=widen if len(self.levels) > 1 else 0)
 
     def expected_cells(self, n: float) -> npt.NDArray[np.float64]:
         """Distinct cells per level that n draws from the population would hit

@@ -508,3 +508,40 @@ def test_assigning_on_one_thread_gives_the_same_cells_and_restores_faiss_threads
     finally:
         small_space.threads = 0
     assert faiss.omp_get_max_threads() == before
+
+
+def test_descent_probing_every_coarse_cell_is_exact_search() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6000, 20)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = Space.fit(x, levels=[8, 64, 1024], niter=3)
+    probe = rng.normal(size=(700, 20)).astype(np.float32)
+    probe /= np.linalg.norm(probe, axis=1, keepdims=True)
+    want = exact.assign(probe)
+    wide = Space(exact.centroids, exact.counts)
+    wide.use_descent(widen=64)  # every cell of the 64-cell level
+    assert wide.search == "descent:64"
+    got = wide.assign(probe)
+    assert got.dtype == np.int64 and got.shape == want.shape
+    # float32 sums in another order may flip a near tie; nothing else may differ
+    scores = [probe @ c.T for c in exact.centroids]
+    for j, s in enumerate(scores):
+        rows = np.flatnonzero(got[:, j] != want[:, j])
+        gap = s[rows, want[rows, j]] - s[rows, got[rows, j]]
+        assert len(rows) <= 1 and np.all(gap < 1e-5), (j, rows, gap)
+    narrow = Space(exact.centroids, exact.counts)
+    narrow.use_descent(widen=2)
+    few = narrow.assign(probe)
+    assert np.mean(few[:, :2] == want[:, :2]) > 0.998  # coarse levels stay exact
+    assert 0.3 < float(np.mean(few[:, 2] == want[:, 2])) < 1.0
+
+
+def test_descent_is_chosen_by_config_and_refuses_a_zero_width(small_space: Space) -> None:
+    from spanwatch.config import load_settings
+    from spanwatch.detector import Detector
+
+    cfg = load_settings(secret_key="t", space={"assign": "descent", "widen": 3})
+    det = Detector(cfg, space=Space(small_space.centroids, small_space.counts))
+    assert det.space is not None and det.space.search == "descent:3"
+    with pytest.raises(SpaceError, match="widen"):
+        small_space.use_descent(0)
