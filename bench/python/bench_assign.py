@@ -20,6 +20,9 @@ What is measured, in one run, on real embeddings (prompts read at run time from
      `space.assign = "ivf"` runs): FAISS's trained IVF lists, searched with one matrix
      product per list for all the queries of a batch that probe it, nprobe 1/4/8; and
      nprobe 8 on one thread beside FAISS's IVF on one thread (the service's setting);
+  6. spanwatch's descent in Rust (`spanwatch._core.CellSearch`, what `space.assign =
+     "descent"` runs): levels 1 and 2 exact, level 3 among the children of the query's
+     8/16/24 best level-2 cells, one call for all levels on one core;
 - events/s for all levels together and for each level alone, the ratio to the exact
   baseline at the same thread count, and agreement with exact assignment per level (share
   of held-out events given the same cell id).
@@ -61,6 +64,7 @@ from bench_sketch import (
 )
 from threadpoolctl import threadpool_limits
 
+from spanwatch._core import CellSearch
 from spanwatch.embed import CachedEmbedder, SentenceTransformerEmbedder
 from spanwatch.ivf import InvertedFile
 from spanwatch.space import Space
@@ -79,6 +83,8 @@ HNSW_M = 32
 EF_SEARCH = (16, 32, 64)
 NPROBE = (1, 4, 8)
 SERVICE_NPROBE = 8  # the default of space.nprobe
+DESCENT_WIDEN = (8, 16, 24)
+SERVICE_WIDEN = 16  # the default of space.widen
 WIDEN = (1, 2, 3)
 SEED = 7
 
@@ -241,6 +247,15 @@ class Descent:
         return np.stack([top[:, 0], *fine], axis=1)
 
 
+def rust_descent(cs: Sequence[Matrix], widen: int, threads: int) -> Candidate:
+    """`space.assign = "descent"`: one Rust call assigns all levels (on one core,
+    whatever the thread count); the per-level rows time the same call."""
+    search = CellSearch(list(cs), widen=widen)
+    fns = [lambda x, j=j: search.assign(x)[:, j] for j in range(len(cs))]
+    name = f"Rust descent, widen {widen} of {len(cs[-2])} cells (finest)"
+    return Candidate(name, fns, threads, all_levels=search.assign)
+
+
 def candidates(space: Space) -> tuple[list[Candidate], list[str]]:
     """All candidates, with a note on what building their indexes cost."""
     cs = space.centroids
@@ -279,6 +294,11 @@ def candidates(space: Space) -> tuple[list[Candidate], list[str]]:
         Candidate(f"flat + batched IVF nlist={nlist} nprobe={SERVICE_NPROBE} (finest)", batched8, 1)
     )
     notes.append(f"batched IVF builds: {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    for w in DESCENT_WIDEN:
+        out.append(rust_descent(cs, w, THREADS))
+    out.append(rust_descent(cs, SERVICE_WIDEN, 1))
+    notes.append(f"Rust descent builds: {time.perf_counter() - start:.2f} s")
     start = time.perf_counter()
     for w in WIDEN:
         d = Descent.build(cs, w)

@@ -9,7 +9,7 @@ same records in one run:
   for records it leaves), giving a `Batch` of columns.
 
 Each is timed alone (parse only) and followed by the detector (`Detector.observe` with
-`space.assign = "ivf"`, one faiss thread, as in the service). Records: simulated prompts,
+`space.assign = "descent"`, as bench_service's row C3). Records: simulated prompts,
 random unit vectors, client ids growing per pass, as `bench_service.py` row C
 (`embedding`, a JSON list) and row C2 (`embedding_b64`); polls of 500. Run from the repo root:
 
@@ -60,7 +60,7 @@ def detector_run(parse: Callable[[list[bytes]], list[object]], values: list[byte
     from spanwatch.config import Settings
     from spanwatch.detector import Detector
 
-    det = Detector(Settings(secret_key="bench-parse", space={"assign": "ivf"}), space=SPACE[0])
+    det = Detector(Settings(secret_key="bench-parse", space={"assign": "descent"}), space=SPACE[0])
     for polled in parse(values):
         det.observe(polled)  # type: ignore[arg-type]
 
