@@ -118,11 +118,7 @@ class Detector:
 
     def use_space(self, space: Space) -> None:
         """Adopts a space and starts an empty store shaped by its levels."""
-        if self.config.space.assign == "ivf":
-            space.use_ivf(self.config.space.nprobe)
-        elif self.config.space.assign == "descent":
-            space.use_descent(self.config.space.widen)
-        space.threads = self.config.space.threads
+        space.configure(self.config.space)
         self.space = space
         self.store = store_for(space, self.config)
         self._signals = Signals(space, self.store.feature_names)

@@ -349,6 +349,7 @@ def evaluate(
             min_points_per_cell=sp.min_points_per_cell,
             model_id=embedder.model_id,
         )
+    space.configure(settings.space)  # cells as the service would find them
     cells = space.assign(emb)
 
     total = sum(len(s.texts) for s in streams)

@@ -10,7 +10,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -19,6 +19,9 @@ import numpy.typing as npt
 from spanwatch._core import CellSearch
 from spanwatch.errors import SpaceError
 from spanwatch.ivf import InvertedFile
+
+if TYPE_CHECKING:
+    from spanwatch.config import SpaceSettings
 
 __all__ = ["FORMAT_VERSION", "Space"]
 
@@ -159,6 +162,17 @@ class Space:
             if len(c) >= min_cells
         }
 
+    def configure(self, settings: SpaceSettings) -> None:
+        """Searches cells as the `[space]` settings say (`assign`, `nprobe`,
+        `widen`, `threads`), so every user of a space assigns alike."""
+        if settings.assign == "ivf":
+            self.use_ivf(settings.nprobe)
+        elif settings.assign == "descent":
+            self.use_descent(settings.widen)
+        elif self.search != "exact":
+            self.search, self._ivf, self._descent = "exact", {}, None
+        self.threads = settings.threads
+
     def use_descent(self, widen: int = 16) -> None:
         """Assigns every level but the finest exactly, and the finest among
         the children of the query's `widen` best cells of the level above (a
@@ -167,6 +181,8 @@ class Space:
         on one core, 98.5% of events get the same cell (bench/README.md)."""
         if widen < 1:
             raise SpaceError(f"widen must be at least 1, got {widen}")
+        if self.search == f"descent:{widen}":
+            return
         self.search = f"descent:{widen}"
         self._ivf = {}
         self._descent = CellSearch(self.centroids, widen=widen if len(self.levels) > 1 else 0)

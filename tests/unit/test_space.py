@@ -545,3 +545,18 @@ def test_descent_is_chosen_by_config_and_refuses_a_zero_width(small_space: Space
     assert det.space is not None and det.space.search == "descent:3"
     with pytest.raises(SpaceError, match="widen"):
         small_space.use_descent(0)
+
+
+def test_configure_follows_the_settings_both_ways(small_space: Space) -> None:
+    from spanwatch.config import SpaceSettings
+
+    space = Space(small_space.centroids, small_space.counts)
+    x = unit_vectors(300, seed=12)
+    want = space.assign(x)
+    space.configure(SpaceSettings(assign="descent", widen=2, threads=0))
+    assert (space.search, space.threads) == ("descent:2", 0)
+    space.configure(SpaceSettings(assign="ivf", nprobe=1))
+    assert space.search.startswith("ivf:1:")
+    space.configure(SpaceSettings())
+    assert (space.search, space.threads) == ("exact", 1)
+    assert np.array_equal(space.assign(x), want)
