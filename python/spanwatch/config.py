@@ -91,12 +91,13 @@ class SpaceSettings(_Section):
     niter: int = Field(default=20, ge=1)
     seed: int = 0
     assign: str = Field(
-        default="exact",
+        default="descent",
         pattern="^(exact|ivf|descent)$",
-        description="descent: the finest level searched among the children of the "
-        "`widen` best cells of the level above (6x faster than exact at 4096 cells on "
-        "one core, 98.5% the same cell); ivf: an inverted file for levels of 1024+ "
-        "cells (3x, 98.5%); exact: every centroid (bench/README.md)",
+        description="descent (default): the finest level searched among the children of "
+        "the `widen` best cells of the level above, the others exactly (5x faster than "
+        "exact at 16/256/4096 cells on one core, 98.5% of events in the same cell); "
+        "ivf: an inverted file for levels of 1024+ cells (3x, 98.2%); exact: every "
+        "centroid of every level (bench/README.md)",
     )
     nprobe: int = Field(default=8, ge=1, description="lists searched with assign = ivf")
     widen: int = Field(
@@ -105,8 +106,9 @@ class SpaceSettings(_Section):
     threads: int = Field(
         default=1,
         ge=0,
-        description="threads faiss assigns cells with (0: all cores). One is faster when "
-        "other busy threads share the cores, as in the service (bench/README.md)",
+        description="threads faiss assigns cells with under assign = exact or ivf (0: all "
+        "cores; descent always runs on one). One is faster when other busy threads share "
+        "the cores, as in the service (bench/README.md)",
     )
 
 

@@ -557,6 +557,7 @@ def test_configure_follows_the_settings_both_ways(small_space: Space) -> None:
     assert (space.search, space.threads) == ("descent:2", 0)
     space.configure(SpaceSettings(assign="ivf", nprobe=1))
     assert space.search.startswith("ivf:1:")
-    space.configure(SpaceSettings())
+    space.configure(SpaceSettings(assign="exact"))
     assert (space.search, space.threads) == ("exact", 1)
+    assert SpaceSettings().assign == "descent"  # the default
     assert np.array_equal(space.assign(x), want)
