@@ -154,13 +154,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "spanwatch"
 
 
-class CachedEmbedder:
+class _Wrapper:
+    """An embedder in front of another (`inner`): it reports the inner one's
+    model id and dimension."""
+
+    @property
+    def inner(self) -> Embedder:
+        raise NotImplementedError
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+
+class CachedEmbedder(_Wrapper):
     """Wraps an embedder with a SQLite cache keyed by (model id, SHA-256 of
     the text). Only texts not seen before reach the model. Writes commit per
     call, so a crash loses at most the batch in flight."""
 
     def __init__(self, inner: Embedder, cache_dir: str | Path | None = None) -> None:
-        self.inner = inner
+        self._inner = inner
         folder = Path(cache_dir) if cache_dir else default_cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "embeddings.sqlite"
@@ -178,12 +195,8 @@ class CachedEmbedder:
         self.misses = 0
 
     @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
+    def inner(self) -> Embedder:
+        return self._inner
 
     def close(self) -> None:
         self._db.close()
@@ -246,7 +259,7 @@ def embedder_from(settings: EmbedSettings) -> Embedder:
     return CachedEmbedder(inner, settings.cache_dir) if settings.cache else inner
 
 
-class LazyEmbedder:
+class LazyEmbedder(_Wrapper):
     """Loads the model the `[embed]` settings describe when a prompt first
     needs it. A service whose events all carry embeddings never loads it
     (seconds of start-up and a few hundred MiB it would not use)."""
@@ -264,14 +277,6 @@ class LazyEmbedder:
         if self._inner is None:
             self._inner = embedder_from(self.settings)
         return self._inner
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         return self.inner.embed(texts)
