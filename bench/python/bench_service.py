@@ -17,6 +17,7 @@ C3. row C2 with `space.assign = "exact"` (every centroid of every level) instead
    default "descent" (the 4,096-cell level searched among the children of the 16 best
    cells of the 256-cell level, in Rust).
 C5. row C2 with `space.assign = "ivf"` (an inverted file for the 4,096-cell level).
+C6. row C2 with `kafka.max_poll_records = 500` (the default before 2,000).
 C4. row C2 on two `spanwatch run` processes in one consumer group (4 partitions), one per
    core: their summed counters, from the moment each holds two partitions to the moment
    the first has nothing left (row C2's events produced three times, so that most of them
@@ -558,7 +559,10 @@ def measure(
     status(f"row C3: {eps_c3:,.0f} events/s; row C5 with space.assign = ivf")
     run_c5 = Run(bootstrap, space, work, f"{tag}-c5", {"SPANWATCH_SPACE__ASSIGN": "ivf"})
     eps_c5, busy_c5 = busy_cpus(lambda: service_eps(run_c5, values64, 900))
-    status(f"row C5: {eps_c5:,.0f} events/s; row C4: two processes in one group")
+    status(f"row C5: {eps_c5:,.0f} events/s; row C6 with kafka.max_poll_records = 500")
+    run_c6 = Run(bootstrap, space, work, f"{tag}-c6", {"SPANWATCH_KAFKA__MAX_POLL_RECORDS": "500"})
+    eps_c6, busy_c6 = busy_cpus(lambda: service_eps(run_c6, values64, 900))
+    status(f"row C6: {eps_c6:,.0f} events/s; row C4: two processes in one group")
     pair = {"SPANWATCH_SECRET_KEY": f"bench-{tag}"}
     runs_c4 = [Run(bootstrap, space, work, f"{tag}-c4", pair) for _ in range(2)]
     eps_c4, busy_c4 = busy_cpus(lambda: pair_eps(runs_c4, values64, 900))
@@ -591,6 +595,10 @@ def measure(
         Row(
             "C5. row C2, space.assign = ivf", len(values64), eps_c5, busy_c5,
             f"C2 is {eps_c2 / eps_c5:.2f}x of C5", "", "",
+        ),
+        Row(
+            "C6. row C2, kafka.max_poll_records = 500", len(values64), eps_c6, busy_c6,
+            f"C2 is {eps_c2 / eps_c6:.2f}x of C6", "", "",
         ),
         Row(
             "K. bare kafka-python consumer, row C records", len(values), eps_k, busy_k,
