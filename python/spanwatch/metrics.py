@@ -29,7 +29,7 @@ class Metrics:
         )
         self.batch_seconds = Histogram(
             "spanwatch_batch_seconds",
-            "Time to process one polled batch",
+            "Time to process one batch (a poll, in pieces of at most 500 records)",
             buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )

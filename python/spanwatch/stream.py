@@ -17,6 +17,7 @@ import logging
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,29 @@ __all__ = ["Service", "durable_producer", "ensure_topics"]
 log = logging.getLogger("spanwatch.stream")
 
 _OFFSET = struct.Struct(">q")
+# A poll (up to kafka.max_poll_records, 2000 by default) is processed in pieces
+# of this many records: large polls let kafka-python fetch while the service
+# works, and pieces keep each step, and the metrics it updates, short when
+# prompts must be embedded.
+CHUNK = 500
+
+
+def chunks(records: dict[Any, list[Any]], size: int) -> Iterator[dict[Any, list[Any]]]:
+    """A poll's records in pieces of at most `size`, each partition's in order."""
+    piece: dict[Any, list[Any]] = {}
+    room = size
+    for tp, recs in records.items():
+        i = 0
+        while i < len(recs):
+            take = recs[i : i + room]
+            piece.setdefault(tp, []).extend(take)
+            i += len(take)
+            room -= len(take)
+            if room == 0:
+                yield piece
+                piece, room = {}, size
+    if piece:
+        yield piece
 
 
 @dataclass
@@ -198,8 +222,9 @@ class Service:
                 self._apply_assignments()
                 if records:
                     idle_since = None
-                    with self.metrics.batch_seconds.time():
-                        self._process(records)
+                    for chunk in chunks(records, CHUNK):
+                        with self.metrics.batch_seconds.time():
+                            self._process(chunk)
                 elif exit_when_idle is not None:
                     now = time.monotonic()
                     idle_since = idle_since or now

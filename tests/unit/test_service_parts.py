@@ -108,3 +108,17 @@ def test_kafka_security_settings_pass_through_without_leaking(
     assert cfg["sasl_plain_password"] == "hunter2"
     assert cfg["security_protocol"] == "SASL_SSL"
     assert "hunter2" not in repr(s) and "hunter2" not in str(s.model_dump())
+
+
+def test_a_poll_is_cut_into_pieces_that_keep_each_partitions_order() -> None:
+    from spanwatch.stream import chunks
+
+    poll = {"a": list(range(7)), "b": [], "c": list(range(100, 105))}
+    pieces = list(chunks(poll, 3))
+    assert [sum(map(len, p.values())) for p in pieces] == [3, 3, 3, 3]
+    assert [x for p in pieces for x in p.get("a", [])] == poll["a"]
+    assert [x for p in pieces for x in p.get("c", [])] == poll["c"]
+    assert all(v for p in pieces for v in p.values())  # no empty lists
+    assert list(chunks({}, 3)) == [] and list(chunks(poll, 100)) == [
+        {"a": poll["a"], "c": poll["c"]}
+    ]
