@@ -90,7 +90,6 @@ impl Cells {
         Ok(self.assign_any(queries))
     }
 
-    #[inline(always)]
     fn assign_any(&self, queries: &[f32]) -> Vec<u32> {
         let (dim, k) = (self.dim, self.levels.len());
         let n = queries.len() / dim;
@@ -166,7 +165,6 @@ impl Fine {
     }
 
     /// Best child per query among its probed parents; writes column `k - 1`.
-    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
