@@ -24,6 +24,8 @@ C4. row C2 on two `spanwatch run` processes in one consumer group (4 partitions)
    are left when the group has settled).
 K. a bare kafka-python consumer reading row C's topic with no processing: the ceiling of
    any Python consumer on these records.
+P. the benchmark's own kafka-python producer sending row C's records to a fresh topic:
+   records/s and CPU time per record, which row D's producer takes from the shared cores.
 D. lag at 80% of row C's rate: once the service holds its partitions, a thread produces
    at a steady rate; every second, lag = records produced - `spanwatch_events_total`.
    Reports max lag and whether it grows (the slope of a line through the samples above 5%
@@ -356,6 +358,17 @@ def consumer_eps(run: Run, n: int) -> float:
         c.close()
 
 
+def producer_cost(run: Run, values: list[bytes]) -> tuple[float, float]:
+    """Records/s and CPU microseconds per record (this process, all its threads) of the
+    benchmark's own producer sending `values` to a fresh topic: what row D's producer
+    takes from the cores it shares with the broker and the service."""
+    run.create_topics()
+    t0, c0 = time.perf_counter(), time.process_time()
+    produce(run.bootstrap, run.prompts_topic, values)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return len(values) / wall, cpu / len(values) * 1e6
+
+
 def service_eps(run: Run, values: list[bytes], timeout: float) -> float:
     run.create_topics()
     produce(run.bootstrap, run.prompts_topic, values)
@@ -553,7 +566,10 @@ def measure(
     status(f"row C: {len(values)} events, {sum(map(len, values)) / len(values):,.0f} B each")
     run_c = Run(bootstrap, space, work, f"{tag}-c")
     eps_c, busy_c = busy_cpus(lambda: service_eps(run_c, values, 900))
-    status(f"row C: {eps_c:,.0f} events/s; bare consumer on the same records")
+    status(f"row C: {eps_c:,.0f} events/s; the benchmark's producer on the same records")
+    run_p = Run(bootstrap, space, work, f"{tag}-p")
+    (eps_p, cpu_p), busy_p = busy_cpus(lambda: producer_cost(run_p, values))
+    status(f"row P: {eps_p:,.0f} records/s, {cpu_p:.1f} us cpu each; bare consumer")
     eps_k, busy_k = busy_cpus(lambda: consumer_eps(run_c, len(values)))
     values64 = embedded_events(base[:n_vec], np.asarray(vectors), size.embedded, b64=True)
     status(f"row C2: {len(values64)} events, {sum(map(len, values64)) / len(values64):,.0f} B each")
@@ -609,6 +625,10 @@ def measure(
         Row(
             "K. bare kafka-python consumer, row C records", len(values), eps_k, busy_k,
             f"C is {eps_c / eps_k:.2f} of K", "", "",
+        ),
+        Row(
+            "P. the benchmark's producer, row C records", len(values), eps_p, busy_p,
+            f"{cpu_p:.1f} us cpu/record", "", "",
         ),
     ]  # fmt: skip
     lag = None
