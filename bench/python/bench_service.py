@@ -273,7 +273,8 @@ class Run:
             sys.executable, "-m", "spanwatch.cli", "run", "--space", str(self.space),
             "--exit-when-idle", str(idle), "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
-        log = (self.workdir / f"run-{self.tag}.log").open("wb")
+        # one log per process: the processes of a group share the tag, not the port
+        log = (self.workdir / f"run-{self.tag}-{self.metrics_port}.log").open("wb")
         self.proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=log)
 
     def metric(self, pattern: re.Pattern[str]) -> float | None:
