@@ -3,10 +3,11 @@
 //! children of the query's `widen` best cells of the level above it. A fine
 //! centroid's parent is the coarse centroid nearest to it.
 //!
-//! The work is laid out for the cache: queries go in blocks of four through
-//! each centroid (one load of the centroid serves four dot products), and
-//! for the finest level the queries are grouped by the coarse cell they
-//! probe, so one cell's children are read once per batch.
+//! The work is laid out for the cache: queries and centroids meet in tiles
+//! of four queries by two centroids (one load of a centroid serves four dot
+//! products, one load of a query two), and for the finest level the queries
+//! are grouped by the coarse cell they probe, so one cell's children are
+//! read once per batch.
 
 use crate::error::{CoreError, CoreResult};
 
@@ -134,28 +135,17 @@ impl Cells {
 
 impl Fine {
     fn build(dim: usize, coarse: &[f32], finest: &[f32], widen: usize) -> Self {
-        let parents = coarse.len() / dim;
+        let (parents, tile) = (coarse.len() / dim, kernel());
         let parent: Vec<u32> = finest
             .chunks_exact(dim)
-            .map(|row| argmax(&scores_of(kernel(), row, coarse, dim)))
+            .map(|row| argmax(&scores_of(tile, row, coarse, dim)))
             .collect();
-        let mut starts = vec![0usize; parents + 1];
-        for &p in &parent {
-            starts[p as usize + 1] += 1;
-        }
-        for i in 0..parents {
-            starts[i + 1] += starts[i];
-        }
-        let mut fill = starts.clone();
-        let cells = parent.len();
-        let mut ids = vec![0u32; cells];
-        let mut rows = vec![0f32; finest.len()];
-        for (id, &p) in parent.iter().enumerate() {
-            let at = fill[p as usize];
-            fill[p as usize] += 1;
-            ids[at] = id as u32;
-            rows[at * dim..(at + 1) * dim].copy_from_slice(&finest[id * dim..(id + 1) * dim]);
-        }
+        let (starts, ids) = group(parents, parent.iter().enumerate().map(|(id, &p)| (p, id)));
+        let rows: Vec<f32> = ids
+            .iter()
+            .flat_map(|&id| &finest[id as usize * dim..(id as usize + 1) * dim])
+            .copied()
+            .collect();
         Fine {
             widen,
             rows,
@@ -179,23 +169,10 @@ impl Fine {
         let n = queries.len() / dim;
         let parents = self.starts.len() - 1;
         // queries grouped by the parent they probe
-        let mut counts = vec![0usize; parents + 1];
-        for q in 0..n {
-            for &p in &probes[q * w..q * w + w] {
-                counts[p as usize + 1] += 1;
-            }
-        }
-        for i in 0..parents {
-            counts[i + 1] += counts[i];
-        }
-        let mut fill = counts.clone();
-        let mut members = vec![0u32; n * w];
-        for q in 0..n {
-            for &p in &probes[q * w..q * w + w] {
-                members[fill[p as usize]] = q as u32;
-                fill[p as usize] += 1;
-            }
-        }
+        let (counts, members) = group(
+            parents,
+            (0..n).flat_map(|q| probes[q * w..q * w + w].iter().map(move |&p| (p, q))),
+        );
         let mut best = vec![f32::NEG_INFINITY; n];
         let mut found = vec![u32::MAX; n];
         for p in 0..parents {
@@ -231,6 +208,29 @@ impl Fine {
             out[q * k + k - 1] = found[q];
         }
     }
+}
+
+/// Items grouped by key (a counting sort, stable): where each of the
+/// `groups` keys starts in the returned items, one more entry than keys,
+/// and the items in key order.
+fn group(
+    groups: usize,
+    pairs: impl Iterator<Item = (u32, usize)> + Clone,
+) -> (Vec<usize>, Vec<u32>) {
+    let mut starts = vec![0usize; groups + 1];
+    for (key, _) in pairs.clone() {
+        starts[key as usize + 1] += 1;
+    }
+    for i in 0..groups {
+        starts[i + 1] += starts[i];
+    }
+    let mut fill = starts.clone();
+    let mut items = vec![0u32; starts[groups]];
+    for (key, item) in pairs {
+        items[fill[key as usize]] = item as u32;
+        fill[key as usize] += 1;
+    }
+    (starts, items)
 }
 
 /// Queries and centroids per tile.
