@@ -15,6 +15,7 @@ two BLAS threads made a whole assignment slower than one).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import faiss
@@ -26,13 +27,15 @@ from spanwatch.errors import SpaceError
 
 __all__ = ["InvertedFile"]
 
-_blas: list[ThreadpoolController] = []  # made at the first search, when the libraries are loaded
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """Made at the first search, when the BLAS libraries are loaded."""
+    return ThreadpoolController()
 
 
 def _one_blas_thread() -> Any:
-    if not _blas:
-        _blas.append(ThreadpoolController())
-    return _blas[0].limit(limits=1, user_api="blas")
+    return _blas().limit(limits=1, user_api="blas")
 
 
 class InvertedFile:

@@ -185,7 +185,7 @@ class Space:
             return
         self.search = f"descent:{widen}"
         self._ivf = {}
-        self._descent = CellSearch(self.centroids, widen=widen if len(self.levels) > 1 else 0)
+        self._descent = CellSearch(self.centroids, widen=widen)  # one level: exact
 
     def expected_cells(self, n: float) -> npt.NDArray[np.float64]:
         """Distinct cells per level that n draws from the population would hit
