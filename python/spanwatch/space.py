@@ -177,7 +177,7 @@ class Space:
         """Assigns every level but the finest exactly, and the finest among
         the children of the query's `widen` best cells of the level above (a
         fine centroid's parent is its nearest coarse centroid), in the Rust
-        core on one core. At 16/256/4096 cells and widen 16: 6x exact search
+        core on one core. At 16/256/4096 cells and widen 16: 4.9x exact search
         on one core, 98.5% of events get the same cell (bench/README.md)."""
         if widen < 1:
             raise SpaceError(f"widen must be at least 1, got {widen}")
