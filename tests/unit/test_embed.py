@@ -294,3 +294,22 @@ def test_service_partitions_share_one_embedder_that_has_not_loaded(settings: obj
     assert isinstance(a.embedder, LazyEmbedder)
     assert a.embedder is b.embedder
     assert not a.embedder.loaded
+
+
+def test_lazy_embedder_refuses_a_missing_model_folder_at_once(tmp_path: Path) -> None:
+    from spanwatch.config import EmbedSettings
+    from spanwatch.embed import LazyEmbedder
+
+    with pytest.raises(EmbeddingError, match="model folder not found"):
+        LazyEmbedder(EmbedSettings(model_path=str(tmp_path / "nowhere")))
+
+
+def test_lazy_embedder_that_cannot_load_says_so_each_time(tmp_path: Path) -> None:
+    from spanwatch.config import EmbedSettings
+    from spanwatch.embed import LazyEmbedder
+
+    lazy = LazyEmbedder(EmbedSettings(model_path=str(tmp_path), cache=False))  # no model in it
+    for _ in range(2):
+        with pytest.raises(EmbeddingError, match="cannot load"):
+            lazy.embed(["hello"])
+    assert not lazy.loaded
