@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Detection benchmark on the development data: builds the pools from
 # ../shared/data, runs `spanwatch eval` at 1500- and 200-query streams, then
-# splits a harvest over 20 and over 50 accounts (`--sybil`).
-# Results: out/eval-1500/, out/eval-200/ (report.json, details.json, PNGs),
+# repeats both at seed 7, then splits a harvest over 20 and over 50 accounts
+# (`--sybil`). Results: out/eval-1500/, out/eval-200/ (report.json, details.json,
+# PNGs), out/eval-seed7-1500/, out/eval-seed7-200/,
 # out/eval-sybil-20/ and out/eval-sybil-50/ (the same, plus groups.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +14,10 @@ common=(--benign out/pools/benign.jsonl --attack out/pools/attack.jsonl
     --attackers 100 --seed 0 --target-fpr 0.005)
 for n in 1500 200; do
     spanwatch eval "${common[@]}" --stream-length "$n" --report "out/eval-$n" "$@"
+done
+# The same at a second seed: how much the numbers move with the clients drawn.
+for n in 1500 200; do
+    spanwatch eval "${common[@]}" --seed 7 --stream-length "$n" --report "out/eval-seed7-$n" "$@"
 done
 for n in 20 50; do
     spanwatch eval "${common[@]}" --stream-length 1500 --sybil "$n" \

@@ -1,29 +1,33 @@
-"""Prints the README's detection table from out/eval-1500 and out/eval-200."""
+"""Prints the README's detection tables from the eval runs of run.sh:
+out/eval-1500 and out/eval-200 (seed 0), and, when present, the same two
+runs at a second seed (out/eval-seed7-1500, out/eval-seed7-200)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _qtd(q: dict[str, float | None]) -> str:
     return "-" if q["median"] is None else f"{q['median']:.0f} / {q['p90']:.0f}"
 
 
-def main(root: str = "out") -> None:
-    runs = {}
-    for n in (1500, 200):
-        d = Path(root) / f"eval-{n}"
-        runs[n] = (
-            json.loads((d / "report.json").read_text()),
-            json.loads((d / "details.json").read_text()),
-        )
+def _load(d: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    return (
+        json.loads((d / "report.json").read_text()),
+        json.loads((d / "details.json").read_text()),
+    )
+
+
+def table(long: Path, short: Path) -> None:
+    """One table: the 1500-query run beside the 200-query run."""
+    r15, d15 = _load(long)
+    r2, d2 = _load(short)
     head = ["clients", "1500 queries: alerted", "median / p90 queries", "200 queries: alerted"]
     print("| " + " | ".join([*head, "median / p90 queries"]) + " |")
     print("|---|---:|---:|---:|---:|")
-    r15, d15 = runs[1500]
-    r2, d2 = runs[200]
     fpr = f"{r15['benign_fpr']:.2%} | | {r2['benign_fpr']:.2%} |"
     print(f"| benign, held out (false positives) | {fpr} |")
     for k in ("harvester", "sweeper", "template_sweeper", "random_words"):
@@ -31,13 +35,19 @@ def main(root: str = "out") -> None:
             f"| {k} | {r15['tpr'][k]:.0%} | {_qtd(r15['queries_to_detect'][k])} "
             f"| {r2['tpr'][k]:.0%} | {_qtd(r2['queries_to_detect'][k])} |"
         )
-    for f in ("0.05", "0.10", "0.25", "0.50"):
-        print(
-            f"| mixed account, {float(f):.0%} harvester queries | {r15['mixed_tpr'][f]:.0%} "
-            f"| {_qtd(d15['mixed_queries_to_detect'][f])} | {r2['mixed_tpr'][f]:.0%} "
-            f"| {_qtd(d2['mixed_queries_to_detect'][f])} |"
-        )
-    for n, (_, d) in runs.items():
+    mixes = (
+        ("harvester", "mixed_tpr", "mixed_queries_to_detect"),
+        ("benign-style sweeper", "same_style_mixed_tpr", "same_style_mixed_queries_to_detect"),
+    )
+    for what, tpr, qtd in mixes:
+        for f in ("0.05", "0.10", "0.25", "0.50"):
+            t15 = (r15 if tpr == "mixed_tpr" else d15)[tpr][f]
+            t2 = (r2 if tpr == "mixed_tpr" else d2)[tpr][f]
+            print(
+                f"| mixed account, {float(f):.0%} {what} queries | {t15:.0%} "
+                f"| {_qtd(d15[qtd][f])} | {t2:.0%} | {_qtd(d2[qtd][f])} |"
+            )
+    for n, d in ((1500, d15), (200, d2)):
         fams = ", ".join(
             f"{f} {v['fpr']:.1%} ({v['clients']})" for f, v in d["benign_fpr_by_family"].items()
         )
@@ -48,6 +58,14 @@ def main(root: str = "out") -> None:
         f"{d2['threshold']:.1f} (200), calibrated on {d15['calibration_clients']['reference']}"
         f" + {d15['calibration_clients']['threshold']} other benign clients; seed {d15['seed']}."
     )
+
+
+def main(root: str = "out") -> None:
+    base = Path(root)
+    table(base / "eval-1500", base / "eval-200")
+    if (base / "eval-seed7-200" / "report.json").is_file():
+        print("\nThe same at seed 7 (other clients, other calibration, other split):\n")
+        table(base / "eval-seed7-1500", base / "eval-seed7-200")
 
 
 if __name__ == "__main__":

@@ -443,13 +443,15 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
     print(f"{'benign (false pos.)':<22} {r['benign_fpr']:>8.2%} {'':>6}")
     for k in SCENARIOS:
         print(f"{k:<22} {r['tpr'][k]:>8.1%} {d['auc'][k]:>6.3f}  {qtd(r['queries_to_detect'][k])}")
-    for f in MIXES:
-        key = f"{f:.2f}"
-        auc = d["auc"][f"mixed_{key}"]
-        print(
-            f"{'mixed ' + key:<22} {r['mixed_tpr'][key]:>8.1%} {auc:>6.3f}  "
-            f"{qtd(d['mixed_queries_to_detect'][key])}"
-        )
+    for label, style, tpr, q in (
+        ("mixed", "mixed", r["mixed_tpr"], d["mixed_queries_to_detect"]),
+        ("mixed, same style", "mixed_same", d["same_style_mixed_tpr"],
+         d["same_style_mixed_queries_to_detect"]),
+    ):  # fmt: skip
+        for f in MIXES:
+            key = f"{f:.2f}"
+            auc = d["auc"][f"{style}_{key}"]
+            print(f"{label + ' ' + key:<22} {tpr[key]:>8.1%} {auc:>6.3f}  {qtd(q[key])}")
     print(f"{'population-like':<22} {d['population_like_alert_rate']:>8.1%}  (reported apart)")
     fams = ", ".join(
         f"{f} {v['fpr']:.1%} of {v['clients']}" for f, v in d["benign_fpr_by_family"].items()

@@ -10,7 +10,10 @@ number comes from the second. Attack scenarios:
 - template_sweeper: uniform over the groups of the templates pool (or, without
   one, of the attack pool), each group being one template;
 - random_words: word sequences drawn from the pools' vocabulary;
-- mixed: a benign client with a share f of harvester queries interleaved.
+- mixed: a benign client with a share f of harvester queries interleaved;
+- mixed_same: the same, with sweeper queries instead (the held-out benign
+  pool across all its groups), so the stolen queries share the benign
+  clients' style and only their spread over topics can give them away.
 
 Population-like clients (sampling the whole held-out benign pool as it is)
 are reported apart, not as false positives.
@@ -35,12 +38,23 @@ from spanwatch.embed import Embedder
 from spanwatch.errors import ConfigError
 from spanwatch.space import Space
 
-__all__ = ["MIXES", "SCENARIOS", "EvalResult", "Pool", "evaluate", "load_pool", "run_streams"]
+__all__ = [
+    "MIXES",
+    "SCENARIOS",
+    "EvalResult",
+    "Pool",
+    "evaluate",
+    "load_pool",
+    "mixed_kinds",
+    "run_streams",
+]
 
 log = logging.getLogger("spanwatch.evaluate")
 
 SCENARIOS = ("harvester", "sweeper", "template_sweeper", "random_words")
 MIXES = (0.05, 0.10, 0.25, 0.50)
+# prefixes of the mixed-account kinds: harvester queries, or benign-style ones
+MIXED_STYLES = ("mixed", "mixed_same")
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 Progress = Callable[[int], None]
@@ -179,6 +193,28 @@ def _vocab(texts: Sequence[str], size: int = 20000) -> list[str]:
             if w.isalpha() and len(w) < 20:
                 counts[w] = counts.get(w, 0) + 1
     return [w for w, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:size]]
+
+
+def mixed_kinds() -> list[str]:
+    """Every mixed-account kind, e.g. "mixed_0.05" and "mixed_same_0.05"."""
+    return [f"{style}_{f:.2f}" for style in MIXED_STYLES for f in MIXES]
+
+
+def _mixed(
+    rng: np.random.Generator,
+    base: I64,
+    f: float,
+    draw: Callable[[int], I64],
+) -> tuple[I64, npt.NDArray[np.bool_]]:
+    """`base` with a share f of its queries, at random places, from `draw`."""
+    n = len(base)
+    k = round(f * n)
+    where = rng.choice(n, size=k, replace=False)
+    out = base.copy()
+    out[where] = draw(k)
+    mask = np.zeros(n, dtype=bool)
+    mask[where] = True
+    return out, mask
 
 
 # ------------------------------------------------------------------ running
@@ -321,12 +357,16 @@ def evaluate(
         streams.append(Stream(f"pop-{i:03d}", "population_like", pop))
         for f in MIXES:
             base = _benign(rng, test_g, L)
-            k = round(f * L)
-            where = rng.choice(L, size=k, replace=False)
-            base[where] = _uniform_groups(rng, attack_g, k)
-            mask = np.zeros(L, dtype=bool)
-            mask[where] = True
-            streams.append(Stream(f"mix{f:.2f}-{i:03d}", f"mixed_{f:.2f}", base, mask))
+            mixed, mask = _mixed(rng, base, f, lambda k: _uniform_groups(rng, attack_g, k))
+            streams.append(Stream(f"mix{f:.2f}-{i:03d}", f"mixed_{f:.2f}", mixed, mask))
+    # Benign-style mixing draws from its own generator, so the streams above
+    # (and the --sybil run after) are those of earlier versions for a seed.
+    same = np.random.default_rng([seed, 1])
+    for i in range(n_attackers):
+        for f in MIXES:
+            base = _benign(same, test_g, L)
+            mixed, mask = _mixed(same, base, f, lambda k: _uniform_groups(same, test_g, k))
+            streams.append(Stream(f"same{f:.2f}-{i:03d}", f"mixed_same_{f:.2f}", mixed, mask))
 
     # Embed every distinct text once; the space is fitted on the calibration
     # half of the benign pool only.
@@ -406,10 +446,12 @@ def evaluate(
         },
         "population_like_alert_rate": rate("population_like"),
         "mixed_queries_to_detect": {f"{f:.2f}": _qtd(ft_arr[f"mixed_{f:.2f}"]) for f in MIXES},
-        "auc": {
-            k: _auc(pk_arr["benign"], pk_arr[k])
-            for k in (*SCENARIOS, *(f"mixed_{f:.2f}" for f in MIXES))
+        # the mixed accounts again, with benign-style stolen queries
+        "same_style_mixed_tpr": {f"{f:.2f}": rate(f"mixed_same_{f:.2f}") for f in MIXES},
+        "same_style_mixed_queries_to_detect": {
+            f"{f:.2f}": _qtd(ft_arr[f"mixed_same_{f:.2f}"]) for f in MIXES
         },
+        "auc": {k: _auc(pk_arr["benign"], pk_arr[k]) for k in (*SCENARIOS, *mixed_kinds())},
         "threshold": cal.threshold,
         "drift": cal.drift,
         "target_fpr": target_fpr,

@@ -116,6 +116,8 @@ def test_eval_writes_the_report_and_plots(tmp_path: Path, monkeypatch: pytest.Mo
     assert report["benign_fpr"] <= 0.2
     details = json.loads((out / "details.json").read_text())
     assert "population_like_alert_rate" in details
+    assert set(details["same_style_mixed_tpr"]) == {"0.05", "0.10", "0.25", "0.50"}
+    assert {"mixed_same_0.05", "mixed_0.05"} <= set(details["auc"])
     for name in ("roc.png", "detection.png", "coverage.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
