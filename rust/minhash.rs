@@ -6,7 +6,7 @@
 //! shingle instead of `k`. A raw signature (empty bins at `u32::MAX`) is the
 //! exact sketch of a set, so the elementwise minimum of two raw signatures is
 //! the raw signature of their union. Before two sets are compared, empty bins
-//! borrow a value from the nearest filled bin in a keyed direction, mixed with
+//! borrow a value from the nearest filled bin in a keyed direction, offset by
 //! the distance, which keeps the Jaccard estimate consistent across sets.
 
 use crate::hash::{mix, Key};
@@ -18,21 +18,31 @@ pub const EMPTY: u32 = u32::MAX;
 #[derive(Clone, Debug)]
 pub struct MinHasher {
     bins: usize,
-    /// Per bin: borrow from the right (true) or the left when empty.
-    right: Vec<bool>,
-    salt: u64,
+    /// Per bin: borrow from the right (all ones) or the left (zero) when empty.
+    right: Vec<u32>,
+    /// Per distance `d`: the keyed offset XORed into a value borrowed from
+    /// `d` bins away (Shrivastava and Li add `d` times a constant; a keyed
+    /// offset per distance needs no multiply and cannot be predicted).
+    offset: Vec<u32>,
+    /// `offset` backwards, so the bins of a run read both tables forwards.
+    offset_rev: Vec<u32>,
 }
 
 impl MinHasher {
     /// `num_perm` bins, with densification directions drawn from the key.
     pub fn new(key: &Key, num_perm: usize) -> Self {
         let right = (0..num_perm as u64)
-            .map(|i| key.hash_u64(b"dens-dir", i) & 1 == 1)
+            .map(|i| 0u32.wrapping_sub((key.hash_u64(b"dens-dir", i) & 1) as u32))
             .collect();
+        let offset: Vec<u32> = (0..num_perm as u64)
+            .map(|d| key.hash_u64(b"dens-offset", d) as u32)
+            .collect();
+        let offset_rev = offset.iter().rev().copied().collect();
         MinHasher {
             bins: num_perm,
             right,
-            salt: key.hash(b"dens-salt"),
+            offset,
+            offset_rev,
         }
     }
 
@@ -56,40 +66,83 @@ impl MinHasher {
     /// Fills the empty bins of a raw signature. A set with no shingles stays
     /// all empty. `out` may be shorter than `raw`: then only that prefix is
     /// filled (band keys need only their bins). `scratch` is scratch space.
+    ///
+    /// An empty bin `i` borrows the value `v` of the nearest filled bin `d`
+    /// bins away in its direction (circular) and takes `v ^ offset[d]`. For
+    /// one distance that is a bijection of `v`, so two sets agree on a
+    /// filled-in bin exactly when they agree on its donor at the same
+    /// distance (up to the rare clamp below `EMPTY`).
     pub fn densify(&self, raw: &[u32], out: &mut [u32], scratch: &mut Vec<u32>) {
         let k = raw.len();
         out.copy_from_slice(&raw[..out.len()]);
-        let Some(first) = raw.iter().position(|&v| v != EMPTY) else {
-            return;
-        };
-        let last = raw.iter().rposition(|&v| v != EMPTY).unwrap_or(first);
-        // The nearest filled bin at or after each bin, circular: one pass
-        // from the end instead of a search per empty bin.
+        // The filled bins, in order, without a branch per bin.
         scratch.clear();
-        scratch.resize(out.len(), 0);
-        let mut next = first;
-        for i in (0..k).rev() {
-            if raw[i] != EMPTY {
-                next = i;
-            }
-            if i < out.len() {
-                scratch[i] = next as u32;
-            }
+        scratch.resize(k, 0);
+        let mut m = 0;
+        for (i, &v) in raw.iter().enumerate() {
+            scratch[m] = i as u32;
+            m += (v != EMPTY) as usize;
         }
-        let mut prev = last;
-        for (i, o) in out.iter_mut().enumerate() {
-            if raw[i] != EMPTY {
-                prev = i;
-                continue;
-            }
-            let (j, d) = if self.right[i] {
-                let j = scratch[i] as usize;
-                (j, (j + k - i) % k)
-            } else {
-                (prev, (i + k - prev) % k)
-            };
-            let h = mix(raw[j] as u64 | ((d as u64) << 32), self.salt);
-            *o = (h as u32).min(EMPTY - 1);
+        if m == 0 || m == k {
+            // no shingles, or a long prompt that fills every bin
+            return;
+        }
+        let filled = &scratch[..m];
+        let (first, last) = (filled[0] as usize, filled[m - 1] as usize);
+        // Each run of empty bins lies between two filled bins p < i < q
+        // (around the end: q counts from k, p from -k), so along the run
+        // both distances step by one and the fill vectorizes.
+        for w in filled.windows(2) {
+            let (p, q) = (w[0] as usize, w[1] as usize);
+            self.fill_run(raw, out, p + 1, q, raw[p], p + 1 - p, raw[q], q - (p + 1));
+        }
+        self.fill_run(
+            raw,
+            out,
+            last + 1,
+            k,
+            raw[last],
+            1,
+            raw[first],
+            first + k - last - 1,
+        );
+        self.fill_run(raw, out, 0, first, raw[last], k - last, raw[first], first);
+    }
+
+    /// Fills the empty bins `lo..hi` (clipped to `out`), the first of which
+    /// is `behind` bins after the left donor `left` and `ahead` bins before
+    /// the right donor `right`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn fill_run(
+        &self,
+        raw: &[u32],
+        out: &mut [u32],
+        lo: usize,
+        hi: usize,
+        left: u32,
+        behind: usize,
+        right: u32,
+        ahead: usize,
+    ) {
+        let hi = hi.min(out.len());
+        if lo >= hi {
+            return;
+        }
+        debug_assert!(raw[lo..hi].iter().all(|&v| v == EMPTY));
+        let n = hi - lo;
+        let k = raw.len();
+        let from_left = &self.offset[behind..behind + n];
+        // offset[ahead - t] sits at offset_rev[k - 1 - ahead + t]
+        let from_right = &self.offset_rev[k - 1 - ahead..k - 1 - ahead + n];
+        for (((o, &b), &a), &dir) in out[lo..hi]
+            .iter_mut()
+            .zip(from_left)
+            .zip(from_right)
+            .zip(&self.right[lo..hi])
+        {
+            let v = ((right ^ a) & dir) | ((left ^ b) & !dir);
+            *o = v.min(EMPTY - 1);
         }
     }
 }
@@ -176,19 +229,19 @@ mod tests {
         }
         for (i, o) in out.iter_mut().enumerate().filter(|(i, _)| raw[*i] == EMPTY) {
             let at = filled.partition_point(|&f| f < i);
-            let j = if m.right[i] {
+            let j = if m.right[i] != 0 {
                 *filled.get(at).unwrap_or(&filled[0])
             } else if at == 0 {
                 filled[filled.len() - 1]
             } else {
                 filled[at - 1]
             };
-            let d = if m.right[i] {
+            let d = if m.right[i] != 0 {
                 (j + k - i) % k
             } else {
                 (i + k - j) % k
             };
-            *o = (mix(raw[j] as u64 | ((d as u64) << 32), m.salt) as u32).min(EMPTY - 1);
+            *o = (raw[j] ^ m.offset[d]).min(EMPTY - 1);
         }
     }
 

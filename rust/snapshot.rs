@@ -14,8 +14,12 @@ use crate::sketch::{ClientSketch, MAX_LEVELS};
 use crate::store::SketchStore;
 
 const MAGIC: &[u8; 8] = b"SPANWTCH";
-/// Snapshot format version this build writes and reads.
-pub const VERSION: u16 = 2;
+/// Snapshot format version this build writes and reads. Version 3 came with
+/// new shingle, whole-prompt and densification hashes: a raw signature written by
+/// version 2 holds minima of other hash values, so folding it with new ones
+/// (or comparing them) would give meaningless Jaccard estimates. Bump it
+/// whenever a stored hash changes.
+pub const VERSION: u16 = 3;
 const KIND_STORE: u8 = 1;
 const KIND_CLIENT: u8 = 2;
 const KIND_SUMMARY: u8 = 3;
@@ -235,9 +239,17 @@ fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
     }
     let mut r = Reader { buf: bytes, pos: 8 };
     let version = r.u16()?;
-    if version != VERSION {
+    if version < VERSION {
         return err(format!(
-            "snapshot format version {version} is not supported (this build reads {VERSION})"
+            "snapshot format version {version} was written by an older sketch format \
+             (its hashes differ from this build's, so it cannot be mixed with new \
+             sketches); this build reads version {VERSION}: rebuild the state from events"
+        ));
+    }
+    if version > VERSION {
+        return err(format!(
+            "snapshot format version {version} is not supported (written by a newer \
+             build; this build reads {VERSION})"
         ));
     }
     let got_kind = r.u8()?;
@@ -508,13 +520,38 @@ mod tests {
             msg(store_from_bytes(b"PK\x03\x04 a zip file", b"secret")).contains("not a spanwatch")
         );
         assert!(msg(store_from_bytes(&bytes, b"other")).contains("different secret key"));
-        let mut v2 = bytes.clone();
-        v2[8] = 1;
-        assert!(msg(store_from_bytes(&v2, b"secret")).contains("version 1 is not supported"));
+        let mut newer = bytes.clone();
+        newer[8..10].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        assert!(msg(store_from_bytes(&newer, b"secret")).contains("newer build"));
         let client = client_to_bytes(&filled(), "a").unwrap();
         assert!(
             msg(store_from_bytes(&client, b"secret")).contains("expected a snapshot of a store")
         );
+    }
+
+    /// A snapshot of the previous format, sealed properly (a valid checksum),
+    /// is refused for its version alone, with a reason that says so: old
+    /// signatures are never folded in with new ones.
+    #[test]
+    fn older_sketch_format_is_refused() {
+        let store = filled();
+        let reseal = |bytes: Vec<u8>| {
+            let mut old = bytes[..bytes.len() - 4].to_vec();
+            old[8..10].copy_from_slice(&(VERSION - 1).to_le_bytes());
+            let crc = crc32fast::hash(&old);
+            old.extend_from_slice(&crc.to_le_bytes());
+            old
+        };
+        let older = |r: CoreResult<()>| match r {
+            Err(CoreError::Snapshot(m)) => m.contains("older sketch format"),
+            _ => false,
+        };
+        let old_store = reseal(store_to_bytes(&store));
+        assert!(older(store_from_bytes(&old_store, b"secret").map(|_| ())));
+        let old_client = reseal(client_to_bytes(&store, "a").unwrap());
+        let mut other = SketchStore::new(store.config().clone(), b"secret").unwrap();
+        assert!(older(other.restore_client(&old_client).map(|_| ())));
+        assert!(other.is_empty());
     }
 
     #[test]

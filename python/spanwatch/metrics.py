@@ -53,6 +53,12 @@ class Metrics:
         self.restored = Counter(
             "spanwatch_clients_restored", "Client states restored from the state topic", registry=r
         )
+        self.state_refused = Counter(
+            "spanwatch_state_records_refused",
+            "State records that could not be restored (an older sketch format or damage); "
+            "those clients start afresh",
+            registry=r,
+        )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Starts the /metrics HTTP endpoint in a background thread."""

@@ -33,7 +33,7 @@ from spanwatch.config import KafkaSettings, Settings
 from spanwatch.deadletter import send_dead_letter
 from spanwatch.detector import Detector
 from spanwatch.embed import Embedder, LazyEmbedder
-from spanwatch.errors import SpanwatchError
+from spanwatch.errors import SnapshotError, SpanwatchError
 from spanwatch.metrics import Metrics
 from spanwatch.ocsf import to_ocsf
 from spanwatch.space import Space
@@ -80,6 +80,41 @@ class _Partition:
     next_offset: int | None = None
     committed: int | None = None
     last_record: float = field(default_factory=time.monotonic)
+
+
+def apply_state_record(
+    part: _Partition, key: bytes | None, value: bytes | None, metrics: Metrics
+) -> int:
+    """Applies one record of the state topic to a partition being restored;
+    returns 1 if it restored a client, else 0. A tombstone drops the client.
+    A record this build cannot read (written by an older sketch format, or
+    damaged) is skipped with a warning and counted: that client starts afresh
+    from its next events, and the consumer goes on with every other client."""
+    store = part.detector.store
+    assert store is not None
+    if key is None:
+        metrics.state_refused.inc()
+        log.warning("state record without a key skipped")
+        return 0
+    client = key.decode("utf-8", errors="replace")
+    if value is None:
+        store.remove(client)
+        part.restored.pop(client, None)
+        return 0
+    try:
+        if len(value) < _OFFSET.size:
+            raise SnapshotError("state record is truncated")
+        (offset,) = _OFFSET.unpack_from(value)
+        store.restore_client(value[_OFFSET.size :])
+    except SnapshotError as e:
+        # an earlier record of this client must not stand for it either
+        store.remove(client)
+        part.restored.pop(client, None)
+        metrics.state_refused.inc()
+        log.warning("state of client %s not restored, it starts afresh: %s", client, e)
+        return 0
+    part.restored[client] = offset
+    return 1
 
 
 def ensure_topics(k: KafkaSettings) -> None:
@@ -333,15 +368,7 @@ class Service:
             while c.position(tp) < end:
                 for recs in c.poll(timeout_ms=1000).values():
                     for r in recs:
-                        client = r.key.decode("utf-8")
-                        if r.value is None:
-                            store.remove(client)
-                            part.restored.pop(client, None)
-                            continue
-                        (offset,) = _OFFSET.unpack_from(r.value)
-                        store.restore_client(r.value[_OFFSET.size :])
-                        part.restored[client] = offset
-                        n += 1
+                        n += apply_state_record(part, r.key, r.value, self.metrics)
         finally:
             c.close()
         self.metrics.restored.inc(len(part.restored))

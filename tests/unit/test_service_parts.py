@@ -122,3 +122,50 @@ def test_a_poll_is_cut_into_pieces_that_keep_each_partitions_order() -> None:
     assert list(chunks({}, 3)) == [] and list(chunks(poll, 100)) == [
         {"a": poll["a"], "c": poll["c"]}
     ]
+
+
+def test_a_state_record_that_cannot_be_restored_is_skipped_not_fatal(
+    settings: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A state record of an older sketch format (or a damaged one) must not
+    stop the consumer: the client is left out and starts afresh, the others
+    restore, and the refusal is logged and counted."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from spanwatch._core import SketchStore, snapshot_version
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+    from spanwatch.space import Space
+    from spanwatch.stream import _OFFSET, _Partition, apply_state_record
+
+    assert isinstance(settings, Settings)
+    secret = settings.secret_key.get_secret_value().encode()
+    src = SketchStore(secret=secret, levels=[4, 16])
+    cells = np.zeros((2, 2), dtype=np.int64)
+    src.update(["old", "new"], ["a b c d", "e f g h"], cells, np.zeros(2))
+    good = _OFFSET.pack(7) + src.snapshot_client("new")
+    body = bytearray(src.snapshot_client("old")[:-4])
+    struct.pack_into("<H", body, 8, snapshot_version() - 1)
+    older = _OFFSET.pack(5) + bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    part = _Partition(detector=Detector(settings, space=Space.fit(x, levels=[4, 16], niter=2)))
+    metrics = Metrics()
+    assert apply_state_record(part, b"new", good, metrics) == 1
+    assert apply_state_record(part, b"old", good[:8] + src.snapshot_client("old"), metrics) == 1
+    with caplog.at_level("WARNING", logger="spanwatch"):
+        assert apply_state_record(part, b"old", older, metrics) == 0
+        assert apply_state_record(part, b"bad", b"\x00\x01", metrics) == 0
+    assert "older sketch format" in caplog.text
+    store = part.detector.store
+    assert store is not None
+    assert store.client_ids() == ["new"]  # the earlier "old" state does not stand either
+    assert part.restored == {"new": 7}
+    assert metrics.state_refused._value.get() == 2
+    assert apply_state_record(part, b"new", None, metrics) == 0  # a tombstone
+    assert len(store) == 0 and part.restored == {}
