@@ -56,7 +56,8 @@ def test_calibrated_detector_alerts_on_extractors_with_reasons(
     det = Detector(settings, embedder=embedder)
     det.fit_space(calib_events)
     cal = det.calibrate(calib_events, target_fpr=0.05)
-    assert cal.clients_ref + cal.clients_threshold == 60
+    # cross-fitted: every calibration client gives a peak to the threshold
+    assert cal.clients_threshold == 60 and 0 < cal.clients_ref < 60
     assert cal.threshold > 0 and cal.drift > 0
 
     raw, clients = simulate(
