@@ -55,8 +55,9 @@ def table(long: Path, short: Path) -> None:
     print(
         f"\n{r15['n_clients']} held-out benign clients and {d15['attackers_per_scenario']} clients "
         f"per attack scenario per run; thresholds {d15['threshold']:.1f} (1500) and "
-        f"{d2['threshold']:.1f} (200), calibrated on {d15['calibration_clients']['reference']}"
-        f" + {d15['calibration_clients']['threshold']} other benign clients; seed {d15['seed']}."
+        f"{d2['threshold']:.1f} (200); reference tables from "
+        f"{d15['calibration_clients']['reference']} other benign clients, threshold from the "
+        f"peaks of {d15['calibration_clients']['threshold']} (cross-fitted); seed {d15['seed']}."
     )
 
 

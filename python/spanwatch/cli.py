@@ -435,9 +435,9 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         f"{d['attackers_per_scenario']} attackers per scenario, seed {d['seed']}"
     )
     print(
-        f"threshold {d['threshold']:.3f} (target FPR {d['target_fpr']:.2%}, calibrated on "
-        f"{d['calibration_clients']['reference']}+{d['calibration_clients']['threshold']} "
-        "other benign clients)\n"
+        f"threshold {d['threshold']:.3f} (target FPR {d['target_fpr']:.2%}; reference tables "
+        f"from {d['calibration_clients']['reference']} other benign clients, threshold from "
+        f"the peaks of {d['calibration_clients']['threshold']})\n"
     )
     print(f"{'clients':<22} {'alerted':>8} {'AUC':>6}  queries to detect (median / p90)")
     print(f"{'benign (false pos.)':<22} {r['benign_fpr']:>8.2%} {'':>6}")
