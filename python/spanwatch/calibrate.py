@@ -105,6 +105,8 @@ class Calibration:
     # (k,) for groups of 1..k accounts: the benign (1 - group target) quantile
     # of the sum of the accounts' shares of their own alarm bound.
     group_sums: F64 = field(default_factory=lambda: np.zeros(0))
+    # the threshold clients' peaks the threshold was drawn from (not saved)
+    peaks: list[float] = field(default_factory=list)
 
     def group_threshold(self, k: int) -> float:
         """What the summed alarm shares of k linked accounts must reach for
@@ -388,8 +390,9 @@ def fit_calibration(
             drift=drift, drift_quantile=drift_quantile, stream_length=stream_length,
             max_surprise=max_surprise, cross_fit=False,
         )  # fmt: skip
-        peaks += [max_evidence(swapped, signals, rows) for rows in ref_rows]
+        peaks += swapped.peaks
         cal.clients_threshold = len(peaks)
+    cal.peaks = peaks
     ordered = np.sort(np.array(peaks))
     n = len(peaks)
     rank = math.ceil((n + 1) * (1 - target_fpr))
