@@ -461,7 +461,7 @@ def lag_run(run: Run, values: list[bytes], eps: float, seconds: float) -> tuple[
         if run.proc is not None and run.proc.poll() is not None:
             raise RuntimeError(f"service run {run.tag} exited {run.proc.returncode}")
         time.sleep(0.2)
-    alive, produced = python_feed(run, values, eps, n)
+    alive, produced = start_producer(run, values, eps, n)
     lags: list[float] = []
     times: list[float] = []
     t_start = time.perf_counter()
@@ -491,7 +491,7 @@ def lag_run(run: Run, values: list[bytes], eps: float, seconds: float) -> tuple[
     )
 
 
-def python_feed(
+def start_producer(
     run: Run, values: list[bytes], eps: float, n: int
 ) -> tuple[Callable[[], bool], Callable[[], float]]:
     """A kafka-python producer thread sending n records at `eps`."""
