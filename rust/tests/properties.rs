@@ -79,4 +79,44 @@ proptest! {
         }
         prop_assert_eq!(store_to_bytes(&back), bytes);
     }
+
+    /// Folding a batch at once gives the store that feeding its events one at
+    /// a time gives, also when clients are evicted and their slots reused in
+    /// the middle of the batch (the lookups made ahead of the fold go stale).
+    #[test]
+    fn one_batch_equals_events_one_by_one(events in proptest::collection::vec((0u8..12, "[a-z ]{0,20}", 0i64..4096), 0..120), cap in 1usize..8, warm in 0usize..40) {
+        let cfg = SketchConfig { max_clients: cap, ..Default::default() };
+        let ids: Vec<String> = events.iter().map(|e| format!("client-{}", e.0)).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let prompts: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+        let cells: Vec<i64> = events.iter().flat_map(|e| [e.2 % 16, e.2 % 256, e.2]).collect();
+        let ts: Vec<f64> = (0..events.len()).map(|t| t as f64).collect();
+        let batch = |lo: usize, hi: usize| Batch {
+            client_ids: &ids[lo..hi],
+            prompts: &prompts[lo..hi],
+            cells: &cells[3 * lo..3 * hi],
+            ts: &ts[lo..hi],
+        };
+        // the first `warm` events go in first, so the big batch meets known clients
+        let warm = warm.min(events.len());
+        let mut whole = SketchStore::new(cfg.clone(), b"prop").unwrap();
+        whole.update(&batch(0, warm), 5).unwrap();
+        let a = whole.update(&batch(warm, events.len()), 5).unwrap();
+        let mut single = SketchStore::new(cfg, b"prop").unwrap();
+        single.update(&batch(0, warm), 5).unwrap();
+        let mut near_dup = Vec::new();
+        let mut checkpoints = Vec::new();
+        for i in warm..events.len() {
+            let u = single.update(&batch(i, i + 1), 5).unwrap();
+            near_dup.extend(u.near_dup);
+            checkpoints.extend(u.checkpoints.iter().map(|_| i - warm));
+        }
+        prop_assert_eq!(a.near_dup, near_dup);
+        prop_assert_eq!(a.checkpoints, checkpoints);
+        prop_assert_eq!(whole.ids_lru_order(), single.ids_lru_order());
+        prop_assert_eq!(whole.evictions(), single.evictions());
+        for id in whole.ids_lru_order() {
+            prop_assert_eq!(whole.get(id), single.get(id));
+        }
+    }
 }
