@@ -258,22 +258,13 @@ impl SketchStore {
         idx
     }
 
-    /// `touch_or_insert`, trusting `hint` (an index looked up earlier in the
-    /// batch) when that slot still holds `id`.
-    fn touch_or_insert_at(&mut self, hint: u32, id: &str) -> u32 {
+    /// Moves client `id` to the front of the LRU list, adding it if new, and
+    /// returns its slot. `hint` is a slot looked up earlier in the batch (or
+    /// NIL); it is trusted only while that slot still holds `id`.
+    fn touch_or_insert(&mut self, hint: u32, id: &str) -> u32 {
         let held = matches!(self.slots.get(hint as usize), Some(Some(e)) if &*e.id == id);
-        if !held {
-            return self.touch_or_insert(id);
-        }
-        if self.head != hint {
-            self.unlink(hint);
-            self.push_front(hint);
-        }
-        hint
-    }
-
-    fn touch_or_insert(&mut self, id: &str) -> u32 {
-        match self.find(id) {
+        let found = if held { Some(hint) } else { self.find(id) };
+        match found {
             Some(idx) => {
                 if self.head != idx {
                     self.unlink(idx);
@@ -388,7 +379,7 @@ impl SketchStore {
                 // where the stream was cut into batches.
                 self.evict_idle(self.max_ts.max(b.ts[i]) - self.config.idle_ttl);
             }
-            let idx = self.touch_or_insert_at(known[i], b.client_ids[i]);
+            let idx = self.touch_or_insert(known[i], b.client_ids[i]);
             let d = Digest {
                 sig: &sigs[i * p..(i + 1) * p],
                 bands: &keys[i * per..(i + 1) * per],
@@ -566,7 +557,7 @@ impl SketchStore {
             .get(src)
             .ok_or_else(|| CoreError::UnknownClient(src.into()))?
             .clone();
-        let idx = self.touch_or_insert(dst);
+        let idx = self.touch_or_insert(NIL, dst);
         self.entry_mut(idx).sketch.merge(&from);
         Ok(())
     }
