@@ -1,9 +1,15 @@
 //! HyperLogLog over a register slice owned by a client sketch.
 
+/// The register (of `2^p`) that a 64-bit hash goes to.
+#[inline]
+pub fn register(p: u8, hash: u64) -> usize {
+    (hash >> (64 - p)) as usize
+}
+
 /// Adds one 64-bit hash to the registers (`2^p` of them).
 #[inline]
 pub fn add(regs: &mut [u8], p: u8, hash: u64) {
-    let idx = (hash >> (64 - p)) as usize;
+    let idx = register(p, hash);
     let rest = hash << p;
     let rank = (rest.leading_zeros() as u8).min(64 - p) + 1;
     if regs[idx] < rank {

@@ -10,6 +10,31 @@ pub const MAX_LEVELS: usize = 8;
 /// Weight of the newest query in the novelty moving average.
 const NOVELTY_ALPHA: f32 = 1.0 / 32.0;
 
+/// The word of a level's coverage bitset (starting at word `off`) that
+/// holds `cell`'s bit.
+#[inline]
+fn bit_word(off: usize, cell: usize) -> usize {
+    off + (cell >> 6)
+}
+
+/// Asks the CPU to bring every cache line of `data` closer. A hint only.
+#[inline]
+fn prefetch_lines<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(data);
+        let start = data.as_ptr().cast::<i8>();
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults and reads nothing, and `off`
+            // stays inside `data` anyway.
+            unsafe { _mm_prefetch(start.add(off), _MM_HINT_T0) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// What one prompt contributes, computed before the client is touched.
 pub struct Digest<'a> {
     pub sig: &'a [u32],
@@ -95,7 +120,7 @@ impl ClientSketch {
         self.recent_pos = ((pos + 1) % cfg.recent_prompts) as u32;
 
         for (level, (&cell, &off)) in d.cells.iter().zip(offsets).enumerate() {
-            let word = &mut self.bits[off + (cell as usize >> 6)];
+            let word = &mut self.bits[bit_word(off, cell as usize)];
             let mask = 1u64 << (cell & 63);
             let opened = if *word & mask == 0 { 1.0 } else { 0.0 };
             *word |= mask;
@@ -105,6 +130,31 @@ impl ClientSketch {
         let h = &mut self.hist[d.cells[cfg.hist_level] as usize];
         *h = h.saturating_add(1);
         near_dup
+    }
+
+    /// Asks the CPU for the cache lines that `apply` will touch for an
+    /// event with these cells (one per level, unchecked) and prompt hash.
+    /// A hint only: out-of-range cells are skipped.
+    pub fn prefetch(&self, cfg: &SketchConfig, offsets: &[usize], cells: &[i64], prompt_hash: u64) {
+        prefetch_lines(&self.sig);
+        prefetch_lines(&self.recent);
+        let reg = self.hll.get(hll::register(cfg.hll_precision, prompt_hash));
+        let words = cells
+            .iter()
+            .zip(offsets)
+            .filter_map(|(&cell, &off)| self.bits.get(bit_word(off, cell as usize)));
+        let bin = cells
+            .get(cfg.hist_level)
+            .and_then(|&c| self.hist.get(c as usize));
+        for w in words {
+            prefetch_lines(std::slice::from_ref(w));
+        }
+        if let Some(r) = reg {
+            prefetch_lines(std::slice::from_ref(r));
+        }
+        if let Some(h) = bin {
+            prefetch_lines(std::slice::from_ref(h));
+        }
     }
 
     /// Folds another client's sketch into this one: the sketch of the union

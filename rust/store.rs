@@ -17,24 +17,6 @@ const NIL: u32 = u32::MAX;
 /// How many events ahead `update` prefetches a client's sketch.
 const AHEAD: usize = 8;
 
-/// Asks the CPU to bring every cache line of `data` closer. A hint only.
-#[inline]
-fn prefetch_lines<T>(data: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(data);
-        let start = data.as_ptr().cast::<i8>();
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch never faults and reads nothing, and `off`
-            // stays inside `data` anyway.
-            unsafe { _mm_prefetch(start.add(off), _MM_HINT_T0) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
-
 /// One client in the slab, linked into the LRU list.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
@@ -363,13 +345,12 @@ impl SketchStore {
             features: Vec::new(),
         };
         for i in 0..n {
-            if let Some(&idx) = known.get(i + AHEAD) {
-                let j = i + AHEAD;
-                self.prefetch(
-                    idx,
-                    &b.cells[j * levels..(j + 1) * levels],
-                    prompt_hashes[j],
-                );
+            let j = i + AHEAD;
+            // A hint only: a slot gone stale since the lookup is harmless.
+            if let Some(Some(e)) = known.get(j).and_then(|&k| self.slots.get(k as usize)) {
+                let (cfg, off) = (&self.config, &self.offsets);
+                let at = &b.cells[j * levels..(j + 1) * levels];
+                e.sketch.prefetch(cfg, off, at, prompt_hashes[j]);
             }
             for (c, &v) in cells.iter_mut().zip(&b.cells[i * levels..(i + 1) * levels]) {
                 *c = v as u32;
@@ -405,33 +386,6 @@ impl SketchStore {
             self.max_ts = self.max_ts.max(b.ts[i]);
         }
         Ok(out)
-    }
-
-    /// Asks the CPU for the parts of client `idx`'s sketch that an event
-    /// with these cells and prompt hash will touch. Only a hint: a stale or
-    /// NIL index is harmless.
-    fn prefetch(&self, idx: u32, cells: &[i64], prompt_hash: u64) {
-        let Some(Some(e)) = self.slots.get(idx as usize) else {
-            return;
-        };
-        let s = &e.sketch;
-        prefetch_lines(&s.sig);
-        prefetch_lines(&s.recent);
-        let p = self.config.hll_precision;
-        if let Some(r) = s.hll.get((prompt_hash >> (64 - p)) as usize) {
-            prefetch_lines(std::slice::from_ref(r));
-        }
-        for (&cell, &off) in cells.iter().zip(&self.offsets) {
-            if let Some(w) = s.bits.get(off + (cell as usize >> 6)) {
-                prefetch_lines(std::slice::from_ref(w));
-            }
-        }
-        if let Some(h) = cells
-            .get(self.config.hist_level)
-            .and_then(|&c| s.hist.get(c as usize))
-        {
-            prefetch_lines(std::slice::from_ref(h));
-        }
     }
 
     /// Evicts clients whose last event is older than `cutoff`, walking from
