@@ -43,6 +43,8 @@ __all__ = [
     "SCENARIOS",
     "EvalResult",
     "Pool",
+    "Streams",
+    "build_streams",
     "evaluate",
     "load_pool",
     "mixed_kinds",
@@ -217,6 +219,82 @@ def _mixed(
     return out, mask
 
 
+@dataclass
+class Streams:
+    """Every client stream of a run, over one table of distinct texts, and
+    the benign groups split into a calibration and a held-out half."""
+
+    texts: list[str]
+    streams: list[Stream]
+    cal_groups: dict[str, list[int]]
+    test_groups: dict[str, list[int]]
+    attack_groups: dict[str, list[int]]
+
+
+def build_streams(
+    rng: np.random.Generator,
+    benign: Pool,
+    attack: Pool,
+    *,
+    templates: Pool | None = None,
+    stream_length: int = 1500,
+    n_clients: int = 400,
+    n_calibration: int = 400,
+    n_attackers: int = 100,
+    seed: int = 0,
+) -> Streams:
+    """The calibration, held-out benign, attack and mixed-account streams
+    that `evaluate` measures, drawn with `rng` (and, for benign-style mixing,
+    a generator of its own seeded from `seed`)."""
+    table = TextTable()
+    b_idx = table.add(benign.texts)
+    a_idx = table.add(attack.texts)
+    t_pool = templates or attack
+    t_idx = table.add(t_pool.texts) if templates is not None else a_idx
+    cal_groups, test_groups = _split(benign, rng)
+
+    def remap(groups: dict[str, list[int]], idx: I64) -> dict[str, list[int]]:
+        return {g: [int(idx[i]) for i in members] for g, members in groups.items()}
+
+    cal_g, test_g = remap(cal_groups, b_idx), remap(test_groups, b_idx)
+    attack_g = remap(attack.by_group(), a_idx)
+    template_g = remap(t_pool.by_group(), t_idx)
+    vocab = _vocab(benign.texts + attack.texts)
+    n_words = min(n_attackers * stream_length, 4000)
+    word_idx = table.add(_random_words(rng, vocab, n_words))
+    test_all = [i for g in sorted(test_g) for i in test_g[g]]
+    L = stream_length
+
+    streams: list[Stream] = []
+    for i in range(n_calibration):
+        streams.append(Stream(f"cal-{i:04d}", "calibration", _benign(rng, cal_g, L)))
+    for i in range(n_clients):
+        texts_i, family = _benign_with_family(rng, test_g, L)
+        streams.append(Stream(f"benign-{i:04d}", "benign", texts_i, family=family))
+    for i in range(n_attackers):
+        streams.append(Stream(f"harv-{i:03d}", "harvester", _uniform_groups(rng, attack_g, L)))
+        streams.append(Stream(f"sweep-{i:03d}", "sweeper", _uniform_groups(rng, test_g, L)))
+        streams.append(
+            Stream(f"tmpl-{i:03d}", "template_sweeper", _uniform_groups(rng, template_g, L))
+        )
+        streams.append(Stream(f"rand-{i:03d}", "random_words", rng.choice(word_idx, size=L)))
+        pop = np.array(rng.choice(test_all, size=L), dtype=np.int64)
+        streams.append(Stream(f"pop-{i:03d}", "population_like", pop))
+        for f in MIXES:
+            base = _benign(rng, test_g, L)
+            mixed, mask = _mixed(rng, base, f, lambda k: _uniform_groups(rng, attack_g, k))
+            streams.append(Stream(f"mix{f:.2f}-{i:03d}", f"mixed_{f:.2f}", mixed, mask))
+    # Benign-style mixing draws from its own generator, so the streams above
+    # (and the --sybil run after) are those of earlier versions for a seed.
+    same = np.random.default_rng([seed, 1])
+    for i in range(n_attackers):
+        for f in MIXES:
+            base = _benign(same, test_g, L)
+            mixed, mask = _mixed(same, base, f, lambda k: _uniform_groups(same, test_g, k))
+            streams.append(Stream(f"same{f:.2f}-{i:03d}", f"mixed_same_{f:.2f}", mixed, mask))
+    return Streams(table.texts, streams, cal_g, test_g, attack_g)
+
+
 # ------------------------------------------------------------------ running
 
 
@@ -321,56 +399,16 @@ def evaluate(
     """Builds every stream, calibrates on the calibration half of the benign
     pool, and measures on the held-out half."""
     rng = np.random.default_rng(seed)
-    table = TextTable()
-    b_idx = table.add(benign.texts)
-    a_idx = table.add(attack.texts)
-    t_pool = templates or attack
-    t_idx = table.add(t_pool.texts) if templates is not None else a_idx
-    cal_groups, test_groups = _split(benign, rng)
-
-    def remap(groups: dict[str, list[int]], idx: I64) -> dict[str, list[int]]:
-        return {g: [int(idx[i]) for i in members] for g, members in groups.items()}
-
-    cal_g, test_g = remap(cal_groups, b_idx), remap(test_groups, b_idx)
-    attack_g = remap(attack.by_group(), a_idx)
-    template_g = remap(t_pool.by_group(), t_idx)
-    vocab = _vocab(benign.texts + attack.texts)
-    n_words = min(n_attackers * stream_length, 4000)
-    word_idx = table.add(_random_words(rng, vocab, n_words))
-    test_all = [i for g in sorted(test_g) for i in test_g[g]]
+    built = build_streams(
+        rng, benign, attack, templates=templates, stream_length=stream_length,
+        n_clients=n_clients, n_calibration=n_calibration, n_attackers=n_attackers, seed=seed,
+    )  # fmt: skip
+    streams, cal_g, test_g = built.streams, built.cal_groups, built.test_groups
     L = stream_length
-
-    streams: list[Stream] = []
-    for i in range(n_calibration):
-        streams.append(Stream(f"cal-{i:04d}", "calibration", _benign(rng, cal_g, L)))
-    for i in range(n_clients):
-        texts_i, family = _benign_with_family(rng, test_g, L)
-        streams.append(Stream(f"benign-{i:04d}", "benign", texts_i, family=family))
-    for i in range(n_attackers):
-        streams.append(Stream(f"harv-{i:03d}", "harvester", _uniform_groups(rng, attack_g, L)))
-        streams.append(Stream(f"sweep-{i:03d}", "sweeper", _uniform_groups(rng, test_g, L)))
-        streams.append(
-            Stream(f"tmpl-{i:03d}", "template_sweeper", _uniform_groups(rng, template_g, L))
-        )
-        streams.append(Stream(f"rand-{i:03d}", "random_words", rng.choice(word_idx, size=L)))
-        pop = np.array(rng.choice(test_all, size=L), dtype=np.int64)
-        streams.append(Stream(f"pop-{i:03d}", "population_like", pop))
-        for f in MIXES:
-            base = _benign(rng, test_g, L)
-            mixed, mask = _mixed(rng, base, f, lambda k: _uniform_groups(rng, attack_g, k))
-            streams.append(Stream(f"mix{f:.2f}-{i:03d}", f"mixed_{f:.2f}", mixed, mask))
-    # Benign-style mixing draws from its own generator, so the streams above
-    # (and the --sybil run after) are those of earlier versions for a seed.
-    same = np.random.default_rng([seed, 1])
-    for i in range(n_attackers):
-        for f in MIXES:
-            base = _benign(same, test_g, L)
-            mixed, mask = _mixed(same, base, f, lambda k: _uniform_groups(same, test_g, k))
-            streams.append(Stream(f"same{f:.2f}-{i:03d}", f"mixed_same_{f:.2f}", mixed, mask))
 
     # Embed every distinct text once; the space is fitted on the calibration
     # half of the benign pool only.
-    texts = table.texts
+    texts = built.texts
     bar = progress("embed", len(texts)) if progress else None
     emb = np.zeros((len(texts), embedder.dim), dtype=np.float32)
     for start in range(0, len(texts), 2048):
@@ -471,7 +509,7 @@ def evaluate(
     groups: dict[str, Any] = {}
     if sybil:
         groups = _sybil(
-            rng, space, settings, cal, signals, cal_rows, test_g, attack_g, texts, emb,
+            rng, space, settings, cal, signals, cal_rows, test_g, built.attack_groups, texts, emb,
             n=sybil, length=L, n_groups=max(10, n_attackers // 5), n_benign=n_clients,
             progress=progress,
         )  # fmt: skip
