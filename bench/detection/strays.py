@@ -14,10 +14,11 @@ flags and seed; embedded with the same model):
 - streaming: what a detector could keep per client. A uniform reservoir of K
   past embeddings and a list of at most M open strays. A query with nothing
   within r in either is a new stray; a query within r of open strays closes
-  them (they have a neighbour now). At each checkpoint the count is
-  compared with the 99th percentile of half of the calibration clients at
-  the same count; a client alarms when it exceeds that by more than the
-  threshold.
+  them (they have a neighbour now). Two values: the count of strays, and
+  their mass (how far each stays below the radius, summed; the same count
+  with finer steps). At each checkpoint the value is compared with the 99th
+  percentile of half of the calibration clients at the same count; a client
+  alarms when it exceeds that by more than the threshold.
 
 Each threshold is the conformal (1 - target FPR) quantile of the calibration
 clients' statistic (the whole-stream count; or, streaming, the other half's
@@ -59,7 +60,9 @@ def whole_stream(emb: F32, texts: npt.NDArray[np.int64], radius: float) -> int:
 class StrayTracker:
     """One client's open strays, from a reservoir of `k` past embeddings and
     at most `m` open strays (the oldest is dropped when full; it stays
-    counted, since nothing closed it)."""
+    counted, since nothing closed it). Each open stray remembers the highest
+    similarity it has to anything the client sent; `mass` sums how far each
+    stays below the radius, a count with finer steps."""
 
     def __init__(self, dim: int, radius: float, k: int, m: int, seed: int) -> None:
         self.near = 1.0 - radius
@@ -67,26 +70,37 @@ class StrayTracker:
         self.filled = 0
         self.seen = 0
         self.open = np.zeros((m, dim), dtype=np.float32)
+        self.best = np.zeros(m, dtype=np.float32)
         self.n_open = 0
         self.dropped = 0
+        self.dropped_mass = 0.0
         self.rng = np.random.default_rng(seed)
 
     def add(self, q: F32) -> None:
-        matched = bool(self.filled and (self.reservoir[: self.filled] @ q >= self.near).any())
-        if self.n_open:
-            close = self.open[: self.n_open] @ q >= self.near
-            if close.any():
+        n = self.n_open
+        to_reservoir = float((self.reservoir[: self.filled] @ q).max()) if self.filled else -1.0
+        to_open = -1.0
+        matched = to_reservoir >= self.near
+        if n:
+            sim = self.open[:n] @ q
+            to_open = float(sim.max())
+            self.best[:n] = np.maximum(self.best[:n], sim)
+            stay = sim < self.near
+            if not stay.all():
                 matched = True
-                keep = self.open[: self.n_open][~close]
-                self.n_open = len(keep)
-                self.open[: self.n_open] = keep
+                self.n_open = n = int(stay.sum())
+                self.open[:n] = self.open[: len(stay)][stay]
+                self.best[:n] = self.best[: len(stay)][stay]
         if not matched:
-            if self.n_open == len(self.open):
-                self.open[:-1] = self.open[1:].copy()
-                self.n_open -= 1
+            if n == len(self.open):
                 self.dropped += 1
-            self.open[self.n_open] = q
-            self.n_open += 1
+                self.dropped_mass += self.near - float(self.best[0])
+                self.open[:-1] = self.open[1:].copy()
+                self.best[:-1] = self.best[1:].copy()
+                n -= 1
+            self.open[n] = q
+            self.best[n] = max(to_reservoir, to_open)
+            self.n_open = n + 1
         self.seen += 1
         if self.filled < len(self.reservoir):
             self.reservoir[self.filled] = q
@@ -100,18 +114,24 @@ class StrayTracker:
     def strays(self) -> int:
         return self.n_open + self.dropped
 
+    @property
+    def mass(self) -> float:
+        return self.dropped_mass + float((self.near - self.best[: self.n_open]).sum())
 
-def curve(
+
+def curves(
     emb: F32, stream: Stream, radius: float, k: int, m: int, every: int
-) -> npt.NDArray[np.int64]:
-    """Open strays at each checkpoint (every `every` queries)."""
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Open strays, and their mass, at each checkpoint (every `every`
+    queries)."""
     t = StrayTracker(emb.shape[1], radius, k, m, seed=len(stream.texts))
-    out = []
+    count, mass = [], []
     for i, text in enumerate(stream.texts, start=1):
         t.add(emb[text])
         if i % every == 0:
-            out.append(t.strays)
-    return np.array(out, dtype=np.int64)
+            count.append(t.strays)
+            mass.append(t.mass)
+    return np.array(count, dtype=np.float64), np.array(mass)
 
 
 def conformal(values: npt.NDArray[np.float64], target_fpr: float) -> float:
@@ -174,38 +194,49 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoint every {args.every}"
     )
     names = [k.replace("mixed_same_", "same ").replace("mixed_", "mixed ") for k in KINDS]
-    print(f"{'count':<10} {'r':>5} {'thr':>4} {'benign':>7} " + " ".join(f"{n:>10}" for n in names))
+    print(f"{'count':<10} {'r':>5} {'thr':>6} {'benign':>7} " + " ".join(f"{n:>10}" for n in names))
     for r in radii:
         whole: dict[str, list[int]] = {}
-        curves: dict[str, list[npt.NDArray[np.int64]]] = {}
+        count: dict[str, list[npt.NDArray[np.float64]]] = {}
+        mass: dict[str, list[npt.NDArray[np.float64]]] = {}
         for s in tqdm(wanted, desc=f"r={r}", unit="client", leave=False):
             whole.setdefault(s.kind, []).append(whole_stream(emb, s.texts, r))
-            c = curve(emb, s, r, args.reservoir, args.open, args.every)
-            curves.setdefault(s.kind, []).append(c)
-        # whole stream
+            c, w = curves(emb, s, r, args.reservoir, args.open, args.every)
+            count.setdefault(s.kind, []).append(c)
+            mass.setdefault(s.kind, []).append(w)
         t = conformal(np.array(whole["calibration"], dtype=np.float64), args.target_fpr)
-        rates = [np.mean(np.array(whole[k]) > t) for k in ("benign", *KINDS)]
+        rates = [float(np.mean(np.array(whole[k]) > t)) for k in ("benign", *KINDS)]
         print(_row("whole", r, t, rates))
-        # streaming: each checkpoint against the reference half of the
-        # calibration clients at the same count; the threshold on the
-        # largest excess over the stream comes from the other half.
-        cal = np.array(curves["calibration"])
-        ref, held = cal[: len(cal) // 2], cal[len(cal) // 2 :]
-        peak = np.array([_excess(ref, c).max() for c in held])
-        t = conformal(peak, args.target_fpr)
-        firsts = {
-            k: [_first(_excess(ref, c), t, args.every) for c in curves[k]]
-            for k in ("benign", *KINDS)
-        }
-        rates = [float(np.mean(~np.isnan(firsts[k]))) for k in ("benign", *KINDS)]
-        print(_row("streaming", r, t, rates))
-        med = [_median(np.array(firsts[k])) for k in KINDS]
-        print(f"{'  median q':<10} {'':>5} {'':>4} {'':>7} " + " ".join(f"{m:>10}" for m in med))
+        for label, per_kind in (("streaming", count), ("mass", mass)):
+            _streaming(label, r, per_kind, args.target_fpr, args.every)
     return 0
 
 
-def _excess(ref: npt.NDArray[np.int64], c: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """How far the count at each checkpoint lies above the reference
+def _streaming(
+    label: str,
+    r: float,
+    per_kind: dict[str, list[npt.NDArray[np.float64]]],
+    target_fpr: float,
+    every: int,
+) -> None:
+    """Each checkpoint against the reference half of the calibration clients
+    at the same count; the threshold on the largest excess over a stream
+    comes from the other half."""
+    cal = np.array(per_kind["calibration"])
+    ref, held = cal[: len(cal) // 2], cal[len(cal) // 2 :]
+    t = conformal(np.array([_excess(ref, c).max() for c in held]), target_fpr)
+    firsts = {
+        k: np.array([_first(_excess(ref, c), t, every) for c in per_kind[k]])
+        for k in ("benign", *KINDS)
+    }
+    rates = [float(np.mean(~np.isnan(firsts[k]))) for k in ("benign", *KINDS)]
+    print(_row(label, r, t, rates))
+    med = [_median(firsts[k]) for k in KINDS]
+    print(f"{'  median q':<10} {'':>5} {'':>6} {'':>7} " + " ".join(f"{m:>10}" for m in med))
+
+
+def _excess(ref: npt.NDArray[np.float64], c: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """How far the value at each checkpoint lies above the reference
     clients' 99th percentile at the same checkpoint."""
     return c - np.quantile(ref, 0.99, axis=0)[: len(c)]
 
@@ -223,7 +254,7 @@ def _median(first: npt.NDArray[np.float64]) -> str:
 
 def _row(label: str, r: float, t: float, rates: list[float]) -> str:
     cells = " ".join(f"{x:>10.0%}" for x in rates[1:])
-    return f"{label:<10} {r:>5.2f} {t:>4.1f} {rates[0]:>7.2%} {cells}"
+    return f"{label:<10} {r:>5.2f} {t:>6.3f} {rates[0]:>7.2%} {cells}"
 
 
 if __name__ == "__main__":
