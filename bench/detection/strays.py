@@ -32,7 +32,6 @@ after seeing the results: read the best row as optimistic.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -40,9 +39,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from spanwatch.calibrate import conformal_quantile
 from spanwatch.config import Settings
 from spanwatch.detector import Detector
-from spanwatch.evaluate import Stream, build_streams, load_pool, mixed_kinds
+from spanwatch.evaluate import Stream, build_streams, embed_texts, load_pool, mixed_kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 F32 = npt.NDArray[np.float32]
@@ -134,14 +134,6 @@ def curves(
     return np.array(count, dtype=np.float64), np.array(mass)
 
 
-def conformal(values: npt.NDArray[np.float64], target_fpr: float) -> float:
-    """The (1 - target) conformal quantile; the largest value when there are
-    too few for it (then the alarm needs more than every calibration value)."""
-    ordered = np.sort(values)
-    rank = math.ceil((len(values) + 1) * (1 - target_fpr))
-    return float(ordered[min(rank, len(values)) - 1])
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     pools = ROOT / "out" / "pools"
@@ -176,14 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     wanted = [s for s in built.streams if s.kind in ("calibration", "benign", *KINDS)]
-    used = np.unique(np.concatenate([s.texts for s in wanted]))
     embedder = Detector(Settings()).embedder
-    emb = np.zeros((len(built.texts), embedder.dim), dtype=np.float32)
-    with tqdm(total=len(used), desc="embed", unit="text") as bar:
-        for start in range(0, len(used), 2048):
-            chunk = used[start : start + 2048]
-            emb[chunk] = embedder.embed([built.texts[i] for i in chunk])
-            bar.update(len(chunk))
+    with tqdm(total=len(built.texts), desc="embed", unit="text") as bar:
+        emb = embed_texts(embedder, built.texts, bar.update)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
     print(
@@ -204,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             c, w = curves(emb, s, r, args.reservoir, args.open, args.every)
             count.setdefault(s.kind, []).append(c)
             mass.setdefault(s.kind, []).append(w)
-        t = conformal(np.array(whole["calibration"], dtype=np.float64), args.target_fpr)
+        t = conformal_quantile(np.array(whole["calibration"], dtype=np.float64), args.target_fpr)
         rates = [float(np.mean(np.array(whole[k]) > t)) for k in ("benign", *KINDS)]
         print(_row("whole", r, t, rates))
         for label, per_kind in (("streaming", count), ("mass", mass)):
@@ -224,7 +211,7 @@ def _streaming(
     comes from the other half."""
     cal = np.array(per_kind["calibration"])
     ref, held = cal[: len(cal) // 2], cal[len(cal) // 2 :]
-    t = conformal(np.array([_excess(ref, c).max() for c in held]), target_fpr)
+    t = conformal_quantile(np.array([_excess(ref, c).max() for c in held]), target_fpr)
     firsts = {
         k: np.array([_first(_excess(ref, c), t, every) for c in per_kind[k]])
         for k in ("benign", *KINDS)

@@ -32,6 +32,7 @@ from spanwatch.space import Space
 __all__ = [
     "Calibration",
     "Signals",
+    "conformal_quantile",
     "cusum",
     "fit_calibration",
     "group_sums",
@@ -393,14 +394,22 @@ def fit_calibration(
         peaks += swapped.peaks
         cal.clients_threshold = len(peaks)
     cal.peaks = peaks
-    ordered = np.sort(np.array(peaks))
-    n = len(peaks)
-    rank = math.ceil((n + 1) * (1 - target_fpr))
-    # Split conformal: with fewer clients than 1/target_fpr the guarantee
-    # needs a threshold above every calibration peak.
-    cal.threshold = float(ordered[rank - 1]) if rank <= n else float(ordered[-1]) * 1.05 + 1e-6
-    cal.threshold = max(cal.threshold, 1e-6)
+    cal.threshold = max(conformal_quantile(peaks, target_fpr), 1e-6)
     return cal
+
+
+def conformal_quantile(values: Sequence[float] | F64, target_fpr: float) -> float:
+    """The split-conformal (1 - target_fpr) quantile of benign values: an
+    alarm above it keeps a fresh benign value's alarm rate within the target.
+    With fewer values than 1/target_fpr the guarantee needs a threshold above
+    every one of them."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(ordered)
+    rank = math.ceil((n + 1) * (1 - target_fpr))
+    if rank <= n:
+        return float(ordered[rank - 1])
+    top = float(ordered[-1])
+    return top + 0.05 * abs(top) + 1e-6
 
 
 def _envelope(

@@ -45,6 +45,7 @@ __all__ = [
     "Pool",
     "Streams",
     "build_streams",
+    "embed_texts",
     "evaluate",
     "load_pool",
     "mixed_kinds",
@@ -298,6 +299,20 @@ def build_streams(
 # ------------------------------------------------------------------ running
 
 
+def embed_texts(
+    embedder: Embedder, texts: Sequence[str], progress: Progress | None = None
+) -> npt.NDArray[np.float32]:
+    """Embeddings of `texts`, in order, in chunks of 2048; `progress` is
+    told each chunk's size."""
+    emb = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    for start in range(0, len(texts), 2048):
+        chunk = texts[start : start + 2048]
+        emb[start : start + len(chunk)] = embedder.embed(chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return emb
+
+
 def run_streams(
     space: Space,
     settings: Settings,
@@ -409,13 +424,7 @@ def evaluate(
     # Embed every distinct text once; the space is fitted on the calibration
     # half of the benign pool only.
     texts = built.texts
-    bar = progress("embed", len(texts)) if progress else None
-    emb = np.zeros((len(texts), embedder.dim), dtype=np.float32)
-    for start in range(0, len(texts), 2048):
-        chunk = texts[start : start + 2048]
-        emb[start : start + len(chunk)] = embedder.embed(chunk)
-        if bar:
-            bar(len(chunk))
+    emb = embed_texts(embedder, texts, progress("embed", len(texts)) if progress else None)
     if space is None:
         cal_texts = sorted({i for members in cal_g.values() for i in members})
         sp = settings.space
