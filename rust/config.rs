@@ -2,6 +2,7 @@
 //! recorded in its snapshots.
 
 use crate::error::{CoreError, CoreResult};
+use crate::strays::StrayConfig;
 
 /// Shape of every client's sketch, plus the store's memory bound.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +27,8 @@ pub struct SketchConfig {
     pub max_clients: usize,
     /// Seconds without events after which a client is evicted (0 = never).
     pub idle_ttl: f64,
+    /// The stray-query tracker (off unless `strays.dim > 0`).
+    pub strays: StrayConfig,
 }
 
 impl Default for SketchConfig {
@@ -41,6 +44,12 @@ impl Default for SketchConfig {
             recent_prompts: 32,
             max_clients: 1_000_000,
             idle_ttl: 0.0,
+            strays: StrayConfig {
+                dim: 0,
+                reservoir: 64,
+                open: 32,
+                radius: 0.8,
+            },
         }
     }
 }
@@ -118,6 +127,22 @@ impl SketchConfig {
                 "idle_ttl must be a finite number >= 0, got {}",
                 self.idle_ttl
             ));
+        }
+        let st = &self.strays;
+        if st.enabled() {
+            if st.dim > 4096 || st.reservoir > 4096 || !(1..=1024).contains(&st.open) {
+                return bad(format!(
+                    "strays need dim 0 to 4096, reservoir 0 to 4096 and open 1 to 1024; \
+                     got {}, {} and {}",
+                    st.dim, st.reservoir, st.open
+                ));
+            }
+            if !(st.radius > 0.0 && st.radius < 2.0) {
+                return bad(format!(
+                    "the stray radius is a cosine distance in (0, 2), got {}",
+                    st.radius
+                ));
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod shingle;
 pub mod sketch;
 pub mod snapshot;
 pub mod store;
+pub mod strays;
 
 mod py;
 

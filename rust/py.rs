@@ -14,6 +14,7 @@ use crate::error::CoreError;
 use crate::records;
 use crate::snapshot;
 use crate::store::{Batch, SketchStore};
+use crate::strays::StrayConfig;
 
 pyo3::import_exception!(spanwatch.errors, SnapshotError);
 pyo3::import_exception!(spanwatch.errors, ConfigError);
@@ -71,7 +72,8 @@ impl PySketchStore {
     #[pyo3(signature = (
         *, secret = b"".to_vec(), levels = vec![16, 256, 4096], hist_level = 1, num_perm = 128,
         shingle_size = 3, hll_precision = 8, band_count = 8, band_rows = 4, recent_prompts = 32,
-        max_clients = 1_000_000, idle_ttl = 0.0
+        max_clients = 1_000_000, idle_ttl = 0.0, stray_dim = 0, stray_reservoir = 64,
+        stray_open = 32, stray_radius = 0.8
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -86,6 +88,10 @@ impl PySketchStore {
         recent_prompts: usize,
         max_clients: usize,
         idle_ttl: f64,
+        stray_dim: usize,
+        stray_reservoir: usize,
+        stray_open: usize,
+        stray_radius: f32,
     ) -> PyResult<Self> {
         let config = SketchConfig {
             levels,
@@ -98,6 +104,12 @@ impl PySketchStore {
             recent_prompts,
             max_clients,
             idle_ttl,
+            strays: StrayConfig {
+                dim: stray_dim,
+                reservoir: stray_reservoir,
+                open: stray_open,
+                radius: stray_radius,
+            },
         };
         let inner = SketchStore::new(config, &secret)?;
         Ok(PySketchStore { inner, secret })
@@ -106,9 +118,10 @@ impl PySketchStore {
     /// Folds a batch into the sketches. Returns (near_dup, checkpoint_index,
     /// checkpoint_features): a bool per event, the indices of events at which
     /// a client's count reached a multiple of `checkpoint_every`, and the
-    /// client's feature row at each of those moments.
-    #[pyo3(signature = (client_ids, prompts, cells, ts, checkpoint_every = 0))]
-    #[allow(clippy::type_complexity)]
+    /// client's feature row at each of those moments. `embeddings`, one row
+    /// per event, feed the stray tracker of a store made with `stray_dim`.
+    #[pyo3(signature = (client_ids, prompts, cells, ts, checkpoint_every = 0, embeddings = None))]
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn update<'py>(
         &mut self,
         py: Python<'py>,
@@ -117,6 +130,7 @@ impl PySketchStore {
         cells: PyReadonlyArray2<'py, i64>,
         ts: PyReadonlyArray1<'py, f64>,
         checkpoint_every: u64,
+        embeddings: Option<PyReadonlyArray2<'py, f32>>,
     ) -> PyResult<(
         Bound<'py, PyArray1<bool>>,
         Bound<'py, PyArray1<i64>>,
@@ -134,6 +148,19 @@ impl PySketchStore {
         let prompts = texts("prompts", prompts)?;
         let cells: Vec<i64> = cells.as_array().iter().copied().collect();
         let ts: Vec<f64> = ts.as_array().iter().copied().collect();
+        let dim = self.inner.config().strays.dim;
+        let emb: Option<Vec<f32>> = match embeddings {
+            Some(e) if dim > 0 => {
+                if e.shape()[1] != dim {
+                    return Err(InputError::new_err(format!(
+                        "embeddings must have {dim} columns (the store's stray_dim), got {}",
+                        e.shape()[1]
+                    )));
+                }
+                Some(e.as_array().iter().copied().collect())
+            }
+            _ => None,
+        };
         let inner = &mut self.inner;
         let up = py.detach(|| {
             let ids: Vec<&str> = client_ids.iter().map(|s| &**s).collect();
@@ -144,6 +171,7 @@ impl PySketchStore {
                     prompts: &prompts,
                     cells: &cells,
                     ts: &ts,
+                    emb: emb.as_deref(),
                 },
                 checkpoint_every,
             )
@@ -301,6 +329,12 @@ impl PySketchStore {
     #[getter]
     fn max_clients(&self) -> usize {
         self.inner.config().max_clients
+    }
+
+    /// Embedding dimensions of the stray tracker (0: no tracker).
+    #[getter]
+    fn stray_dim(&self) -> usize {
+        self.inner.config().strays.dim
     }
 
     /// Estimated bytes per client for ids of `id_len` bytes.

@@ -3,6 +3,7 @@
 
 use crate::config::SketchConfig;
 use crate::hll;
+use crate::strays::Strays;
 
 /// Most coverage levels a config may have.
 pub const MAX_LEVELS: usize = 8;
@@ -42,6 +43,8 @@ pub struct Digest<'a> {
     pub prompt_hash: u64,
     pub cells: &'a [u32],
     pub ts: f64,
+    /// The prompt's embedding, for the stray tracker (None: not tracked).
+    pub emb: Option<&'a [f32]>,
 }
 
 /// Per-client state. Every buffer has the size its config gives.
@@ -62,6 +65,7 @@ pub struct ClientSketch {
     pub hist: Box<[u16]>,
     pub hll: Box<[u8]>,
     pub recent: Box<[u32]>,
+    pub strays: Strays,
 }
 
 impl ClientSketch {
@@ -81,6 +85,7 @@ impl ClientSketch {
             hist: vec![0; cfg.hist_cells()].into_boxed_slice(),
             hll: vec![0; 1 << cfg.hll_precision].into_boxed_slice(),
             recent: vec![0; cfg.recent_slots()].into_boxed_slice(),
+            strays: Strays::new(&cfg.strays),
         }
     }
 
@@ -91,6 +96,7 @@ impl ClientSketch {
             + self.hist.len() * 2
             + self.hll.len()
             + self.recent.len() * 4
+            + self.strays.heap_bytes()
     }
 
     /// Folds one prompt into the sketch. Returns whether it was a near duplicate
@@ -129,6 +135,9 @@ impl ClientSketch {
         }
         let h = &mut self.hist[d.cells[cfg.hist_level] as usize];
         *h = h.saturating_add(1);
+        if let Some(e) = d.emb {
+            self.strays.add(&cfg.strays, e);
+        }
         near_dup
     }
 
@@ -158,7 +167,8 @@ impl ClientSketch {
     }
 
     /// Folds another client's sketch into this one: the sketch of the union
-    /// of both clients' traffic. The recent-prompt ring keeps this client's.
+    /// of both clients' traffic. The recent-prompt ring and the stray
+    /// tracker keep this client's.
     pub fn merge(&mut self, other: &ClientSketch) {
         let total = self.count + other.count;
         if total > 0 {
@@ -262,6 +272,8 @@ pub fn feature_names(cfg: &SketchConfig) -> Vec<String> {
         names.push(format!("coverage_{l}"));
         names.push(format!("novelty_{l}"));
     }
+    names.push("strays".into());
+    names.push("stray_mass".into());
     names
 }
 
@@ -302,6 +314,9 @@ pub fn features(
         row[11 + 3 * i] = c as f64 / l as f64;
         row[12 + 3 * i] = s.novelty[i] as f64;
     }
+    let k = 10 + 3 * cfg.levels.len();
+    row[k] = s.strays.count() as f64;
+    row[k + 1] = s.strays.mass(&cfg.strays) as f64;
 }
 
 #[cfg(test)]
@@ -322,6 +337,7 @@ mod tests {
             prompt_hash: ts.to_bits().wrapping_mul(0x9e37_79b9_7f4a_7c15),
             cells,
             ts,
+            emb: None,
         }
     }
 
@@ -395,6 +411,7 @@ mod tests {
         features(&cfg, &off, None, Some(&s), &mut row);
         assert!(row[8].is_nan());
         assert_eq!(names[10], "cells_16");
-        assert_eq!(names.last().unwrap(), "novelty_4096");
+        assert_eq!(names[names.len() - 3], "novelty_4096");
+        assert_eq!(names.last().unwrap(), "stray_mass");
     }
 }

@@ -12,14 +12,18 @@ use crate::error::{CoreError, CoreResult};
 use crate::hash::Key;
 use crate::sketch::{ClientSketch, MAX_LEVELS};
 use crate::store::SketchStore;
+use crate::strays::{StrayConfig, Strays};
 
 const MAGIC: &[u8; 8] = b"SPANWTCH";
 /// Snapshot format version this build writes and reads. Version 3 came with
 /// new shingle, whole-prompt and densification hashes: a raw signature written by
 /// version 2 holds minima of other hash values, so folding it with new ones
 /// (or comparing them) would give meaningless Jaccard estimates. Bump it
-/// whenever a stored hash changes.
-pub const VERSION: u16 = 3;
+/// whenever a stored hash changes. Version 4 added the stray tracker; a
+/// version 3 snapshot reads as a store without one.
+pub const VERSION: u16 = 4;
+/// Oldest version this build reads.
+const OLDEST: u16 = 3;
 const KIND_STORE: u8 = 1;
 const KIND_CLIENT: u8 = 2;
 const KIND_SUMMARY: u8 = 3;
@@ -45,6 +49,9 @@ impl Writer {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn f64(&mut self, v: f64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn f32(&mut self, v: f32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn str(&mut self, s: &str) {
@@ -85,6 +92,9 @@ impl<'a> Reader<'a> {
     fn f64(&mut self) -> CoreResult<f64> {
         Ok(f64::from_le_bytes(self.arr()?))
     }
+    fn f32(&mut self) -> CoreResult<f32> {
+        Ok(f32::from_le_bytes(self.arr()?))
+    }
     fn str(&mut self) -> CoreResult<&'a str> {
         let n = self.u32()? as usize;
         std::str::from_utf8(self.take(n)?)
@@ -109,9 +119,13 @@ fn write_config(w: &mut Writer, c: &SketchConfig) {
     w.u16(c.recent_prompts as u16);
     w.u64(c.max_clients as u64);
     w.f64(c.idle_ttl);
+    w.u32(c.strays.dim as u32);
+    w.u32(c.strays.reservoir as u32);
+    w.u32(c.strays.open as u32);
+    w.f32(c.strays.radius);
 }
 
-fn read_config(r: &mut Reader) -> CoreResult<SketchConfig> {
+fn read_config(r: &mut Reader, version: u16) -> CoreResult<SketchConfig> {
     let n = r.u8()? as usize;
     if n == 0 || n > MAX_LEVELS {
         return err(format!("snapshot config has {n} levels"));
@@ -128,13 +142,27 @@ fn read_config(r: &mut Reader) -> CoreResult<SketchConfig> {
         recent_prompts: r.u16()? as usize,
         max_clients: r.u64()?.min(usize::MAX as u64) as usize,
         idle_ttl: r.f64()?,
+        strays: if version >= 4 {
+            StrayConfig {
+                dim: r.u32()? as usize,
+                reservoir: r.u32()? as usize,
+                open: r.u32()? as usize,
+                radius: r.f32()?,
+            }
+        } else {
+            StrayConfig {
+                dim: 0,
+                ..SketchConfig::default().strays
+            }
+        },
     };
     c.validate()
         .or_else(|e| err(format!("snapshot holds an invalid config: {e}")))?;
     Ok(c)
 }
 
-fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize, ring: bool) {
+fn write_sketch(w: &mut Writer, s: &ClientSketch, c: &SketchConfig, ring: bool) {
+    let levels = c.levels.len();
     w.u64(s.count);
     w.f64(s.first_ts);
     w.f64(s.last_ts);
@@ -153,7 +181,46 @@ fn write_sketch(w: &mut Writer, s: &ClientSketch, levels: usize, ring: bool) {
     w.0.extend_from_slice(&s.hll);
     if ring {
         s.recent.iter().for_each(|&v| w.u32(v));
+        if c.strays.enabled() {
+            write_strays(w, &s.strays);
+        }
     }
+}
+
+fn write_strays(w: &mut Writer, t: &Strays) {
+    w.u64(t.seen);
+    w.u32(t.filled);
+    w.u32(t.n_open);
+    w.u32(t.dropped);
+    w.f32(t.dropped_mass);
+    w.u64(t.rng);
+    w.0.extend(t.reservoir.iter().map(|&v| v as u8));
+    w.0.extend(t.open.iter().map(|&v| v as u8));
+    t.best.iter().for_each(|&v| w.f32(v));
+}
+
+fn read_strays(r: &mut Reader, c: &StrayConfig) -> CoreResult<Strays> {
+    let mut t = Strays::new(c);
+    t.seen = r.u64()?;
+    t.filled = r.u32()?;
+    t.n_open = r.u32()?;
+    t.dropped = r.u32()?;
+    t.dropped_mass = r.f32()?;
+    t.rng = r.u64()?;
+    let (kept, open) = (t.reservoir.len(), t.open.len());
+    for (v, &b) in t.reservoir.iter_mut().zip(r.take(kept)?) {
+        *v = b as i8;
+    }
+    for (v, &b) in t.open.iter_mut().zip(r.take(open)?) {
+        *v = b as i8;
+    }
+    for v in t.best.iter_mut() {
+        *v = r.f32()?;
+    }
+    if !t.is_consistent(c) {
+        return err("a client's stray tracker in the snapshot is inconsistent");
+    }
+    Ok(t)
 }
 
 fn sketch_bytes(c: &SketchConfig) -> usize {
@@ -168,6 +235,11 @@ fn sketch_bytes(c: &SketchConfig) -> usize {
         + 2 * c.hist_cells()
         + (1 << c.hll_precision)
         + 4 * c.recent_slots()
+        + if c.strays.enabled() {
+            8 + 4 * 4 + 8 + c.strays.bytes()
+        } else {
+            0
+        }
 }
 
 fn read_sketch(r: &mut Reader, c: &SketchConfig, ring: bool) -> CoreResult<ClientSketch> {
@@ -197,6 +269,9 @@ fn read_sketch(r: &mut Reader, c: &SketchConfig, ring: bool) -> CoreResult<Clien
     if ring {
         for v in s.recent.iter_mut() {
             *v = r.u32()?;
+        }
+        if c.strays.enabled() {
+            s.strays = read_strays(r, &c.strays)?;
         }
     }
     if s.recent_pos as usize >= c.recent_prompts || s.near_dups > s.count {
@@ -229,8 +304,9 @@ fn seal(kind: u8, key: &Key, body: Vec<u8>) -> Vec<u8> {
     w.0
 }
 
-/// Checks magic, version, length, checksum and key; returns the body.
-fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
+/// Checks magic, version, length, checksum and key; returns the body and
+/// its format version.
+fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<(&'a [u8], u16)> {
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         return err("not a spanwatch snapshot (bad magic bytes)");
     }
@@ -239,11 +315,11 @@ fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
     }
     let mut r = Reader { buf: bytes, pos: 8 };
     let version = r.u16()?;
-    if version < VERSION {
+    if version < OLDEST {
         return err(format!(
             "snapshot format version {version} was written by an older sketch format \
              (its hashes differ from this build's, so it cannot be mixed with new \
-             sketches); this build reads version {VERSION}: rebuild the state from events"
+             sketches); this build reads versions {OLDEST} to {VERSION}: rebuild the state from events"
         ));
     }
     if version > VERSION {
@@ -284,7 +360,7 @@ fn open<'a>(bytes: &'a [u8], kind: u8, key: &Key) -> CoreResult<&'a [u8]> {
     if fp != key.fingerprint() {
         return err("snapshot was written under a different secret key");
     }
-    Ok(&bytes[HEADER..end])
+    Ok((&bytes[HEADER..end], version))
 }
 
 /// Bytes of the whole store, clients in least-recent-first order.
@@ -298,7 +374,7 @@ pub fn store_to_bytes(s: &SketchStore) -> Vec<u8> {
     w.u64(ids.len() as u64);
     for id in ids {
         w.str(id);
-        write_sketch(&mut w, s.get(id).expect("listed id"), c.levels.len(), true);
+        write_sketch(&mut w, s.get(id).expect("listed id"), c, true);
     }
     seal(KIND_STORE, &s.key, w.0)
 }
@@ -306,9 +382,9 @@ pub fn store_to_bytes(s: &SketchStore) -> Vec<u8> {
 /// A store from bytes written by `store_to_bytes` under the same secret.
 pub fn store_from_bytes(bytes: &[u8], secret: &[u8]) -> CoreResult<SketchStore> {
     let key = Key::from_secret(secret);
-    let body = open(bytes, KIND_STORE, &key)?;
+    let (body, version) = open(bytes, KIND_STORE, &key)?;
     let mut r = Reader { buf: body, pos: 0 };
-    let c = read_config(&mut r)?;
+    let c = read_config(&mut r, version)?;
     let evictions = r.u64()?;
     let max_ts = r.f64()?;
     let n = r.u64()?;
@@ -352,7 +428,7 @@ fn one_to_bytes(s: &SketchStore, id: &str, kind: u8) -> CoreResult<Vec<u8>> {
     let mut w = Writer(Vec::new());
     write_config(&mut w, s.config());
     w.str(id);
-    write_sketch(&mut w, sketch, s.config().levels.len(), kind == KIND_CLIENT);
+    write_sketch(&mut w, sketch, s.config(), kind == KIND_CLIENT);
     Ok(seal(kind, &s.key, w.0))
 }
 
@@ -368,13 +444,17 @@ pub fn summary_from_bytes(s: &SketchStore, bytes: &[u8]) -> CoreResult<(String, 
 }
 
 fn one_from_bytes(s: &SketchStore, bytes: &[u8], kind: u8) -> CoreResult<(String, ClientSketch)> {
-    let body = open(bytes, kind, &s.key)?;
+    let (body, version) = open(bytes, kind, &s.key)?;
     let mut r = Reader { buf: body, pos: 0 };
-    let c = read_config(&mut r)?;
+    let c = read_config(&mut r, version)?;
     let mine = s.config();
+    // A summary holds no stray tracker, and a version 3 client none either:
+    // either fits any store's tracker, and starts an empty one.
+    let fresh_strays = kind == KIND_SUMMARY || version < 4;
     let same_shape = SketchConfig {
         max_clients: mine.max_clients,
         idle_ttl: mine.idle_ttl,
+        strays: if fresh_strays { mine.strays } else { c.strays },
         ..c.clone()
     };
     if &same_shape != mine {
@@ -383,9 +463,12 @@ fn one_from_bytes(s: &SketchStore, bytes: &[u8], kind: u8) -> CoreResult<(String
         ));
     }
     let id = r.str()?.to_string();
-    let sketch = read_sketch(&mut r, &c, kind == KIND_CLIENT)?;
+    let mut sketch = read_sketch(&mut r, &c, kind == KIND_CLIENT)?;
     if r.remaining() != 0 {
         return err("snapshot body has trailing bytes");
+    }
+    if fresh_strays {
+        sketch.strays = Strays::new(&mine.strays);
     }
     Ok((id, sketch))
 }
@@ -429,6 +512,7 @@ mod tests {
                 prompts: &prompts,
                 cells: &cells,
                 ts: &[1.0, 2.0, 3.0, 4.0],
+                emb: None,
             },
             0,
         )
@@ -529,29 +613,114 @@ mod tests {
         );
     }
 
-    /// A snapshot of the previous format, sealed properly (a valid checksum),
-    /// is refused for its version alone, with a reason that says so: old
-    /// signatures are never folded in with new ones.
+    fn reseal(mut body_and_header: Vec<u8>, version: u16) -> Vec<u8> {
+        body_and_header.truncate(body_and_header.len() - 4);
+        body_and_header[8..10].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32fast::hash(&body_and_header);
+        body_and_header.extend_from_slice(&crc.to_le_bytes());
+        body_and_header
+    }
+
+    /// A snapshot of a format before the oldest readable one, sealed
+    /// properly (a valid checksum), is refused for its version alone, with a
+    /// reason that says so: old signatures are never folded in with new ones.
     #[test]
     fn older_sketch_format_is_refused() {
         let store = filled();
-        let reseal = |bytes: Vec<u8>| {
-            let mut old = bytes[..bytes.len() - 4].to_vec();
-            old[8..10].copy_from_slice(&(VERSION - 1).to_le_bytes());
-            let crc = crc32fast::hash(&old);
-            old.extend_from_slice(&crc.to_le_bytes());
-            old
-        };
         let older = |r: CoreResult<()>| match r {
             Err(CoreError::Snapshot(m)) => m.contains("older sketch format"),
             _ => false,
         };
-        let old_store = reseal(store_to_bytes(&store));
+        let old_store = reseal(store_to_bytes(&store), OLDEST - 1);
         assert!(older(store_from_bytes(&old_store, b"secret").map(|_| ())));
-        let old_client = reseal(client_to_bytes(&store, "a").unwrap());
+        let old_client = reseal(client_to_bytes(&store, "a").unwrap(), OLDEST - 1);
         let mut other = SketchStore::new(store.config().clone(), b"secret").unwrap();
         assert!(older(other.restore_client(&old_client).map(|_| ())));
         assert!(other.is_empty());
+    }
+
+    /// Version 3 had no stray tracker: its config ends before the tracker's
+    /// fields, and its sketches hold none.
+    fn as_version_3(bytes: Vec<u8>, levels: usize) -> Vec<u8> {
+        let end_of_config = HEADER + 1 + 4 * levels + 1 + 2 + 1 + 1 + 2 + 2 + 2 + 8 + 8;
+        let mut v = bytes[..end_of_config].to_vec();
+        v.extend_from_slice(&bytes[end_of_config + 16..]);
+        let body_len = (v.len() - HEADER - 4) as u64;
+        v[20..28].copy_from_slice(&body_len.to_le_bytes());
+        reseal(v, 3)
+    }
+
+    #[test]
+    fn version_3_reads_without_strays() {
+        let store = filled();
+        let v3 = as_version_3(store_to_bytes(&store), 3);
+        let back = store_from_bytes(&v3, b"secret").unwrap();
+        assert_eq!(back.get("a"), store.get("a"));
+        assert!(!back.config().strays.enabled());
+        // a version 3 client fits a store with a tracker, and starts an empty one
+        let cfg = SketchConfig {
+            strays: StrayConfig {
+                dim: 4,
+                ..SketchConfig::default().strays
+            },
+            ..SketchConfig::default()
+        };
+        let mut tracked = SketchStore::new(cfg.clone(), b"secret").unwrap();
+        let client = as_version_3(client_to_bytes(&store, "a").unwrap(), 3);
+        assert_eq!(tracked.restore_client(&client).unwrap(), "a");
+        assert_eq!(tracked.get("a").unwrap().strays, Strays::new(&cfg.strays));
+        assert_eq!(tracked.get("a").unwrap().count, 2);
+    }
+
+    fn with_strays() -> SketchStore {
+        let cfg = SketchConfig {
+            strays: StrayConfig {
+                dim: 3,
+                reservoir: 2,
+                open: 2,
+                radius: 0.5,
+            },
+            ..SketchConfig::default()
+        };
+        let mut s = SketchStore::new(cfg, b"secret").unwrap();
+        let emb = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.9, 0.1, 0.0, 0.0, 0.0, 1.0];
+        s.update(
+            &Batch {
+                client_ids: &["a", "a", "a", "a"],
+                prompts: &["p", "q", "r", "s"],
+                cells: &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+                ts: &[1.0, 2.0, 3.0, 4.0],
+                emb: Some(&emb),
+            },
+            0,
+        )
+        .unwrap();
+        s
+    }
+
+    #[test]
+    fn stray_trackers_round_trip_and_corrupt_ones_are_refused() {
+        let store = with_strays();
+        let t = &store.get("a").unwrap().strays;
+        assert_eq!((t.seen, t.count()), (4, 2)); // the 2nd and the 4th stay alone
+        let back = store_from_bytes(&store_to_bytes(&store), b"secret").unwrap();
+        assert_eq!(back.get("a"), store.get("a"));
+        let mut other = SketchStore::new(store.config().clone(), b"secret").unwrap();
+        other
+            .restore_client(&client_to_bytes(&store, "a").unwrap())
+            .unwrap();
+        assert_eq!(other.get("a"), store.get("a"));
+        // more open strays than the config allows, under a valid checksum
+        let mut bytes = store_to_bytes(&store);
+        let body = &bytes[HEADER..bytes.len() - 4];
+        let t_bytes = 8 + 4 * 4 + 8 + store.config().strays.bytes();
+        let at = HEADER + body.len() - t_bytes + 12; // n_open
+        bytes[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
+        let bad = reseal(bytes, VERSION);
+        assert!(matches!(
+            store_from_bytes(&bad, b"secret"),
+            Err(CoreError::Snapshot(m)) if m.contains("stray tracker")
+        ));
     }
 
     #[test]

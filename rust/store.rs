@@ -51,6 +51,9 @@ pub struct Batch<'a> {
     /// Row-major, one row of `levels.len()` cell ids per event.
     pub cells: &'a [i64],
     pub ts: &'a [f64],
+    /// Row-major, one embedding of `strays.dim` values per event, for the
+    /// stray tracker; None (or a store without one) skips it.
+    pub emb: Option<&'a [f32]>,
 }
 
 /// What one batch update reports back.
@@ -283,6 +286,15 @@ impl SketchStore {
                 }
             }
         }
+        let dim = self.config.strays.dim;
+        if let Some(e) = b.emb {
+            if dim > 0 && e.len() != n * dim {
+                return Err(CoreError::Input(format!(
+                    "batch of {n} events needs {n}x{dim} embedding values, got {}",
+                    e.len()
+                )));
+            }
+        }
         if let Some(i) = b.ts.iter().position(|t| !t.is_finite()) {
             return Err(CoreError::Input(format!(
                 "event {i}: timestamp is not finite"
@@ -337,6 +349,7 @@ impl SketchStore {
             .map(|id| self.find(id).unwrap_or(NIL))
             .collect();
         let levels = self.config.levels.len();
+        let dim = self.config.strays.dim;
         let mut cells = vec![0u32; levels];
         let width = self.feature_names().len();
         let mut out = Update {
@@ -367,6 +380,10 @@ impl SketchStore {
                 prompt_hash: prompt_hashes[i],
                 cells: &cells,
                 ts: b.ts[i],
+                emb: b
+                    .emb
+                    .filter(|_| dim > 0)
+                    .map(|e| &e[i * dim..(i + 1) * dim]),
             };
             let (cfg, off) = (&self.config, &self.offsets);
             let slot = self.slots[idx as usize].as_mut().expect("live slot");
@@ -600,6 +617,7 @@ mod tests {
                 prompts: &prompts,
                 cells: &cells,
                 ts: &ts,
+                emb: None,
             },
             0,
         )
@@ -689,6 +707,7 @@ mod tests {
                 prompts: &["p", "q"],
                 cells: &[0, 0, 0, 0, 0, 9999],
                 ts: &[1.0, 2.0],
+                emb: None,
             },
             0,
         );
@@ -700,6 +719,7 @@ mod tests {
                 prompts: &["p", "q"],
                 cells: &[0, 0, 0],
                 ts: &[1.0],
+                emb: None,
             },
             0,
         );
@@ -710,6 +730,7 @@ mod tests {
                 prompts: &["p"],
                 cells: &[0, 0, 0],
                 ts: &[f64::NAN],
+                emb: None,
             },
             0,
         );
@@ -775,6 +796,7 @@ mod tests {
                             prompts: &prompts,
                             cells: &cells,
                             ts: &ts,
+                            emb: None,
                         },
                         5,
                     )

@@ -47,9 +47,10 @@ MAX_REF = 1024
 
 class Signals:
     """The evidence each checkpoint row gives, as named columns. Direction:
-    "up" (only high values are suspicious), "two" (high or low)."""
+    "up" (only high values are suspicious), "two" (high or low). With
+    `strays`, one more: the mass of the client's stray queries."""
 
-    def __init__(self, space: Space, feature_names: Sequence[str]) -> None:
+    def __init__(self, space: Space, feature_names: Sequence[str], *, strays: bool = False) -> None:
         self.space = space
         self.col = {n: i for i, n in enumerate(feature_names)}
         finest = space.levels[-1]
@@ -60,6 +61,9 @@ class Signals:
             "near_duplicates",
         ]
         self.directions = ["up"] * len(space.levels) + ["two", "up", "up", "up"]
+        if strays:
+            self.names.append("stray_mass")
+            self.directions.append("up")
 
     def matrix(self, rows: F64) -> F64:
         """(m, signals) from (m, features) checkpoint rows."""
@@ -78,6 +82,8 @@ class Signals:
         out[:, k + 1] = rows[:, self.col["singletons"]]
         out[:, k + 2] = rows[:, self.col[f"novelty_{self.space.levels[-1]}"]]
         out[:, k + 3] = rows[:, self.col["near_dup_share"]]
+        if len(self.names) > k + 4:
+            out[:, k + 4] = rows[:, self.col["stray_mass"]]
         return out
 
 

@@ -49,6 +49,14 @@ class SketchSettings(_Section):
     recent_prompts: int = Field(default=32, ge=1, le=4096)
     max_clients: int = Field(default=1_000_000, ge=1)
     idle_ttl: float = Field(default=0.0, ge=0.0, description="seconds; 0 keeps idle clients")
+    strays: bool = Field(
+        default=False,
+        description="track stray queries (alone within stray_radius) and score them; "
+        "about (stray_reservoir + stray_open) x embedding dimensions bytes per client",
+    )
+    stray_radius: float = Field(default=0.8, gt=0.0, lt=2.0, description="cosine distance")
+    stray_reservoir: int = Field(default=64, ge=0, le=4096, description="past queries kept")
+    stray_open: int = Field(default=32, ge=1, le=1024, description="open strays kept")
 
     @field_validator("levels")
     @classmethod

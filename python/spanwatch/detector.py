@@ -53,6 +53,10 @@ def store_for(space: Space, config: Settings, *, max_clients: int | None = None)
         recent_prompts=s.recent_prompts,
         max_clients=max_clients or s.max_clients,
         idle_ttl=s.idle_ttl,
+        stray_dim=space.dim if s.strays else 0,
+        stray_reservoir=s.stray_reservoir,
+        stray_open=s.stray_open,
+        stray_radius=s.stray_radius,
     )
     store.set_reference(space.freqs[hist_level].tolist())
     return store
@@ -121,7 +125,7 @@ class Detector:
         space.configure(self.config.space)
         self.space = space
         self.store = store_for(space, self.config)
-        self._signals = Signals(space, self.store.feature_names)
+        self._signals = Signals(space, self.store.feature_names, strays=self.config.sketch.strays)
         self._check_calibration()
 
     def _check_calibration(self) -> None:
@@ -132,6 +136,12 @@ class Detector:
             raise ConfigError(
                 f"the calibration was made on a space with levels {cal.levels}, "
                 f"this space has {space.levels}: calibrate again (spanwatch tune)"
+            )
+        assert self._signals is not None
+        if list(cal.signals) != self._signals.names:
+            raise ConfigError(
+                f"the calibration scores the signals {cal.signals}, this config gives "
+                f"{self._signals.names} (sketch.strays adds one): calibrate again (spanwatch tune)"
             )
         if cal.every != self.config.scoring.checkpoint_every:
             raise ConfigError(
@@ -212,15 +222,19 @@ class Detector:
         returns the alerts it raised, in event order. The batch is checked
         whole before any state changes. `embeddings`, if given, holds one
         row per event (as `embed` gives); `cells`, if given, the events'
-        cells (as `space.assign` gives), and then embeddings are not needed."""
+        cells (as `space.assign` gives), and then embeddings are not needed
+        (unless the store tracks stray queries: without them it skips that)."""
         space, store = self._require()
         if not len(events):
             return []
         batch = self._batch(events)
+        emb = embeddings
+        if cells is None or (emb is None and store.stray_dim):
+            emb = self.embed(batch) if emb is None else emb
+        if emb is not None and emb.shape != (len(batch), space.dim):
+            raise SpaceError(f"embeddings must be ({len(batch)}, {space.dim}), got {emb.shape}")
         if cells is None:
-            emb = self.embed(batch) if embeddings is None else embeddings
-            if emb.shape != (len(batch), space.dim):
-                raise SpaceError(f"embeddings must be ({len(batch)}, {space.dim}), got {emb.shape}")
+            assert emb is not None
             cells = space.assign(emb)
         elif cells.shape != (len(batch), len(space.levels)):
             raise SpaceError(
@@ -228,7 +242,8 @@ class Detector:
             )
         ids = batch.client_ids
         every = self.config.scoring.checkpoint_every
-        _, at, rows = store.update(ids, batch.prompts, cells, batch.ts, every)
+        tracked = np.ascontiguousarray(emb, dtype=np.float32) if store.stray_dim else None
+        _, at, rows = store.update(ids, batch.prompts, cells, batch.ts, every, tracked)
         self._note_links(batch)
         self.checkpointed = list(dict.fromkeys(ids[i] for i in at.tolist()))
         if self.calibration is not None:
@@ -376,11 +391,12 @@ class Detector:
             by_client.setdefault(e.client_id, []).append(i)
         if stream_length:
             by_client = {c: ix[:stream_length] for c, ix in by_client.items()}
-        cells = space.assign(self.embed(events))
+        emb = self.embed(events)
+        cells = space.assign(emb)
         streams = [
             Stream(c, "benign", np.array(ix, dtype=np.int64)) for c, ix in sorted(by_client.items())
         ]
-        rows = run_streams(space, self.config, streams, [e.prompt for e in events], cells)
+        rows = run_streams(space, self.config, streams, [e.prompt for e in events], cells, emb=emb)
         import hashlib
 
         def half(c: str) -> int:

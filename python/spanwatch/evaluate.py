@@ -320,11 +320,13 @@ def run_streams(
     texts: Sequence[str],
     cells: I64,
     *,
+    emb: npt.NDArray[np.float32] | None = None,
     batch: int = 8192,
     progress: Progress | None = None,
 ) -> list[F64]:
     """Feeds the streams, interleaved, through a real SketchStore and returns
-    each stream's checkpoint feature rows in order."""
+    each stream's checkpoint feature rows in order. `emb` (one row per text)
+    feeds the stray tracker when the settings turn it on."""
     from spanwatch.detector import store_for
 
     store = store_for(space, settings, max_clients=len(streams) + 1)
@@ -348,6 +350,7 @@ def run_streams(
             cells[tix],
             ps.astype(np.float64),
             every,
+            emb[tix] if emb is not None and store.stray_dim else None,
         )
         for i, row in zip(at.tolist(), feats, strict=True):
             rows[ss[i]].append(row)
@@ -441,9 +444,9 @@ def evaluate(
 
     total = sum(len(s.texts) for s in streams)
     bar = progress("sketch", total) if progress else None
-    rows = run_streams(space, settings, streams, texts, cells, progress=bar)
+    rows = run_streams(space, settings, streams, texts, cells, emb=emb, progress=bar)
     names = SketchStore(levels=space.levels).feature_names
-    signals = Signals(space, names)
+    signals = Signals(space, names, strays=settings.sketch.strays)
 
     cal_rows = [r for s, r in zip(streams, rows, strict=True) if s.kind == "calibration"]
     half = len(cal_rows) // 2

@@ -44,7 +44,7 @@ proptest! {
                 let bands: Vec<u32> = (0..cfg.keys_per_prompt() as u64).map(|j| (mix(seed, i * 31 + j) as u32).max(1)).collect();
                 let r = mix(seed, i);
                 let cells = [(r % 16) as u32, ((r >> 8) % 256) as u32, ((r >> 20) % 4096) as u32];
-                s.apply(&cfg, &off, &Digest { sig: &sig, bands: &bands, prompt_hash: r, cells: &cells, ts: (r % 1000) as f64 });
+                s.apply(&cfg, &off, &Digest { sig: &sig, bands: &bands, prompt_hash: r, cells: &cells, ts: (r % 1000) as f64, emb: None });
             }
             s
         };
@@ -69,7 +69,7 @@ proptest! {
         let prompts: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
         let cells: Vec<i64> = events.iter().flat_map(|e| [e.2 % 16, e.2 % 256, e.2]).collect();
         let ts: Vec<f64> = events.iter().map(|e| e.3).collect();
-        s.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &ts }, 0).unwrap();
+        s.update(&Batch { client_ids: &ids, prompts: &prompts, cells: &cells, ts: &ts, emb: None }, 0).unwrap();
         let bytes = store_to_bytes(&s);
         let back = store_from_bytes(&bytes, b"prop").unwrap();
         prop_assert_eq!(back.ids_lru_order(), s.ids_lru_order());
@@ -96,6 +96,7 @@ proptest! {
             prompts: &prompts[lo..hi],
             cells: &cells[3 * lo..3 * hi],
             ts: &ts[lo..hi],
+            emb: None,
         };
         // the first `warm` events go in first, so the big batch meets known clients
         let warm = warm.min(events.len());

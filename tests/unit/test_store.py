@@ -39,6 +39,8 @@ FEATURE_NAMES = [
     "cells_4096",
     "coverage_4096",
     "novelty_4096",
+    "strays",
+    "stray_mass",
 ]
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -220,7 +222,7 @@ def test_properties_reflect_the_config() -> None:
     assert s.hist_level == 0
     assert s.num_perm == 64
     assert s.max_clients == 9
-    assert s.feature_names[-3:] == ["cells_64", "coverage_64", "novelty_64"]
+    assert s.feature_names[-5:-2] == ["cells_64", "coverage_64", "novelty_64"]
     assert len(s.key_fingerprint) == 16
     assert new_store().key_fingerprint == s.key_fingerprint
     assert SketchStore(secret=b"other").key_fingerprint != s.key_fingerprint
@@ -463,10 +465,11 @@ def test_snapshot_of_empty_store_round_trips() -> None:
     assert back.client_ids() == []
 
 
-def test_snapshot_version_is_three() -> None:
+def test_snapshot_version_is_four() -> None:
     # 2 added each client's sequential-test state (evidence); 3 came with new
-    # shingle and densification hashes, so version 2 signatures do not mix in
-    assert snapshot_version() == 3
+    # shingle and densification hashes, so version 2 signatures do not mix in;
+    # 4 added the stray tracker (version 3 still reads, without one)
+    assert snapshot_version() == 4
 
 
 def resealed(data: bytes, version: int) -> bytes:
@@ -477,9 +480,9 @@ def resealed(data: bytes, version: int) -> bytes:
 
 
 def test_snapshot_of_an_older_sketch_format_is_refused(store: SketchStore) -> None:
-    """A well-formed snapshot of the previous version holds signatures of other
-    hashes: refused with a reason, never folded in with new ones."""
-    old = snapshot_version() - 1
+    """A well-formed snapshot of version 2 holds signatures of other hashes:
+    refused with a reason, never folded in with new ones."""
+    old = snapshot_version() - 2
     with pytest.raises(SnapshotError, match="older sketch format"):
         SketchStore.restore(resealed(store.snapshot(), old), secret=SECRET)
     other = new_store()
@@ -487,9 +490,9 @@ def test_snapshot_of_an_older_sketch_format_is_refused(store: SketchStore) -> No
         other.restore_client(resealed(store.snapshot_client("alice"), old))
     assert len(other) == 0
     with pytest.raises(SnapshotError, match="newer build"):
-        other.restore_client(resealed(store.snapshot_client("alice"), old + 2))
+        other.restore_client(resealed(store.snapshot_client("alice"), old + 3))
     # the same bytes under the current version restore: only the version differs
-    assert other.restore_client(resealed(store.snapshot_client("alice"), old + 1)) == "alice"
+    assert other.restore_client(resealed(store.snapshot_client("alice"), old + 2)) == "alice"
 
 
 def test_restore_with_wrong_secret_raises_snapshot_error(store: SketchStore) -> None:

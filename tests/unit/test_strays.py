@@ -1,0 +1,134 @@
+"""The stray-query tracker: a query of a client with no other query of the
+same client within the radius. Through the store's Python API, the
+calibration's signals and the detector's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from spanwatch._core import SketchStore
+from spanwatch.errors import ConfigError, InputError
+
+SECRET = b"unit-test-secret"
+
+
+def unit(*rows: list[float]) -> npt.NDArray[np.float32]:
+    x = np.array(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def feed(store: SketchStore, emb: npt.NDArray[np.float32] | None, n: int) -> dict[str, float]:
+    cells = np.zeros((n, 2), dtype=np.int64)
+    store.update(["c"] * n, [f"p {i}" for i in range(n)], cells, np.arange(n, dtype=float), 0, emb)
+    row = store.features(["c"])[0]
+    return dict(zip(store.feature_names, row.tolist(), strict=True))
+
+
+def tracked(radius: float = 0.5, **kw: int) -> SketchStore:
+    return SketchStore(secret=SECRET, levels=[4, 16], stray_dim=3, stray_radius=radius, **kw)
+
+
+def test_a_lone_query_is_a_stray_and_a_neighbour_closes_it() -> None:
+    s = tracked()
+    f = feed(s, unit([1, 0, 0], [0.95, 0.05, 0], [0, 0, 1]), 3)
+    assert f["strays"] == 1  # the third; the first two are neighbours
+    # orthogonal to both: similarity 0, half a radius of 0.5 below the line
+    assert f["stray_mass"] == pytest.approx(0.5, abs=0.01)
+    f = feed(s, unit([0.05, 0, 1]), 1)
+    assert f["strays"] == 0
+
+
+def test_without_a_tracker_or_embeddings_the_columns_stay_zero() -> None:
+    plain = SketchStore(secret=SECRET, levels=[4, 16])
+    assert plain.stray_dim == 0
+    f = feed(plain, unit([1, 0, 0], [0, 1, 0]), 2)  # ignored: no tracker
+    assert (f["strays"], f["stray_mass"]) == (0, 0)
+    f = feed(tracked(), None, 2)  # a tracker, but no embeddings given
+    assert (f["strays"], f["stray_mass"]) == (0, 0)
+
+
+def test_wrong_embedding_width_is_refused_and_nothing_changes() -> None:
+    s = tracked()
+    with pytest.raises(InputError, match="3 columns"):
+        feed(s, np.ones((2, 4), dtype=np.float32), 2)
+    assert len(s) == 0
+
+
+def test_bad_tracker_config_is_refused_with_a_reason() -> None:
+    with pytest.raises(ConfigError, match="radius"):
+        tracked(radius=2.5)
+    with pytest.raises(ConfigError, match="open"):
+        tracked(stray_open=0)
+
+
+def test_the_tracker_survives_a_snapshot_and_goes_on_alike() -> None:
+    s = tracked(stray_reservoir=2, stray_open=2)
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=(20, 3)).astype(np.float32)
+    feed(s, first, 20)
+    back = SketchStore.restore(s.snapshot(), secret=SECRET)
+    more = rng.normal(size=(10, 3)).astype(np.float32)
+    a, b = feed(s, more, 10), feed(back, more, 10)
+    del a["kl_ref"], b["kl_ref"]  # NaN: no reference set
+    assert a == b
+    assert a["strays"] > 0
+
+
+def test_signals_gain_the_stray_mass_column_only_when_asked(settings: object) -> None:
+    from spanwatch.calibrate import Signals
+    from spanwatch.space import Space
+
+    x = np.random.default_rng(1).normal(size=(100, 3)).astype(np.float32)
+    space = Space.fit(x, levels=[4, 16], niter=2)
+    s = tracked()
+    feed(s, unit([1, 0, 0], [0, 1, 0]), 2)
+    rows = s.features(["c"])
+    plain = Signals(space, s.feature_names)
+    with_strays = Signals(space, s.feature_names, strays=True)
+    assert "stray_mass" not in plain.names
+    assert with_strays.names[-1] == "stray_mass"
+    assert with_strays.directions[-1] == "up"
+    m = with_strays.matrix(rows)
+    assert m.shape == (1, len(plain.names) + 1)
+    assert m[0, -1] == pytest.approx(rows[0, s.feature_names.index("stray_mass")])
+
+
+def test_a_calibration_without_the_stray_signal_is_refused(
+    settings: object, tmp_path: Path
+) -> None:
+    from spanwatch.calibrate import Signals, fit_calibration
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+    from spanwatch.space import Space
+
+    assert isinstance(settings, Settings)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    space = Space.fit(x, levels=[4, 16], niter=2)
+    store = tracked()
+    rows = []
+    for c in range(24):
+        cells = rng.integers(0, 4, size=(20, 2)) * np.array([1, 4])
+        _, _, r = store.update(
+            [f"u{c}"] * 20, [f"q {c} {i}" for i in range(20)], cells, np.zeros(20), 10
+        )
+        rows.append(r)
+    cal = fit_calibration(
+        Signals(space, store.feature_names), rows[:12], rows[12:], every=10, target_fpr=0.1
+    )
+    path = str(tmp_path / "cal.zip")
+    cal.save(path)
+    on = settings.model_copy(
+        update={
+            "sketch": settings.sketch.model_copy(update={"strays": True}),
+            "scoring": settings.scoring.model_copy(
+                update={"calibration": path, "checkpoint_every": 10}
+            ),
+        }
+    )
+    with pytest.raises(ConfigError, match="stray"):
+        Detector(on, space=space)
