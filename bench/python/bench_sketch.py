@@ -16,6 +16,10 @@ What is measured, in one run:
 3. memory: RSS growth per client of a store holding N clients (fresh process per N),
    next to the store's own `bytes_per_client` estimate.
 4. flood: 10M unique client ids into a store capped at 100k clients; RSS stays bounded.
+5. strays: the same store with and without the stray tracker (`stray_dim=384`, int8
+   reservoir of 64 and 32 open strays), fed the same real prompts with random unit
+   embeddings (the tracker's cost does not depend on their values), 100 events per
+   client so reservoirs fill; and `bytes_per_client` of both.
 
 Timings use time.perf_counter, one warm-up, best of 3.
 
@@ -597,6 +601,39 @@ def bench_flood(quick: bool) -> list[list[str]]:
     ]
 
 
+def bench_strays(sizes: Sizes) -> list[list[str]]:
+    prompts = load_prompts(sizes.prompts)
+    ev = make_events(prompts, max(len(prompts) // 100, 1))
+    rng = np.random.default_rng(2)
+    emb = rng.normal(size=(len(prompts), 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    rows, base = [], 0.0
+    for label, dim in (("store", 0), ("store + strays", 384)):
+        status(f"strays: {label}")
+
+        def run(dim: int = dim) -> None:
+            store = SketchStore(secret=b"bench", levels=LEVELS, num_perm=NUM_PERM, stray_dim=dim)
+            for lo in range(0, len(ev.ids), BATCH):
+                hi = lo + BATCH
+                e = emb[lo:hi] if dim else None
+                store.update(ev.ids[lo:hi], ev.prompts[lo:hi], ev.cells[lo:hi], ev.ts[lo:hi], 0, e)
+
+        t, others = measure(run)
+        base = base or t
+        per = SketchStore(levels=LEVELS, num_perm=NUM_PERM, stray_dim=dim).bytes_per_client(ID_LEN)
+        rows.append(
+            [
+                label,
+                f"{t:.3f}",
+                f"{len(prompts) / t:,.0f}",
+                f"{base / t:.2f}",
+                f"{per:,}",
+                f"{others:.1f}",
+            ]
+        )
+    return rows
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -619,7 +656,7 @@ def table(title: str, head: list[str], rows: list[list[str]]) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs, skip 1M clients")
-    ap.add_argument("--only", choices=["minhash", "coverage", "memory", "flood"])
+    ap.add_argument("--only", choices=["minhash", "coverage", "memory", "flood", "strays"])
     ap.add_argument(
         "--child",
         choices=["minhash", "signatures", "coverage", "memory", "flood"],
@@ -628,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--clients", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    want = [args.only] if args.only else ["minhash", "coverage", "memory", "flood"]
+    want = [args.only] if args.only else ["minhash", "coverage", "memory", "flood", "strays"]
 
     if args.child:
         children = {
@@ -643,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(json.dumps(children[args.child]()))
         return
 
-    if "minhash" in want and not DATA.is_dir():
+    if {"minhash", "strays"} & set(want) and not DATA.is_dir():
         sys.exit(f"no prompt datasets at {DATA} (see the shared data README)")
     if "minhash" in want and importlib.util.find_spec("datasketch") is None:
         sys.exit("the minhash benchmark needs datasketch: pip install -e '.[dev]'")
@@ -698,6 +735,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "events/s",
             ],
             bench_flood(args.quick),
+        )
+    if "strays" in want:
+        table(
+            f"Stray tracker, {sizes.prompts:,} real prompts over {sizes.prompts // 100:,} clients, "
+            f"batches of {BATCH}, all threads",
+            ["path", "seconds", "events/s", "vs store", "bytes_per_client()", OTHERS],
+            bench_strays(sizes),
         )
     print(f"\nat the end, {load_line()}")
 

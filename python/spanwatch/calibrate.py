@@ -61,9 +61,13 @@ class Signals:
             "near_duplicates",
         ]
         self.directions = ["up"] * len(space.levels) + ["two", "up", "up", "up"]
+        # Signals whose benign values are mostly zero: beyond the benign
+        # range their p-values fall off on the spread of the tail itself.
+        self.sparse: set[str] = set()
         if strays:
             self.names.append("stray_mass")
             self.directions.append("up")
+            self.sparse.add("stray_mass")
 
     def matrix(self, rows: F64) -> F64:
         """(m, signals) from (m, features) checkpoint rows."""
@@ -298,6 +302,19 @@ def _spread(col: F64) -> float:
     return max(mad, wide, 1e-3 * max(1.0, abs(med)), 1e-3)
 
 
+def _tail_spread(col: F64, q: float = 0.99) -> float:
+    """How far benign values beyond their q quantile reach past it, on
+    average. For a signal that is zero for almost every benign client, the
+    bulk's spread is near zero, and a value just past the highest benign one
+    would look impossibly rare; the few benign clients with such values
+    would then set the alarm threshold for everyone."""
+    if len(col) < 20:
+        return 0.0
+    t = float(np.quantile(col, q))
+    beyond = col[col > t] - t
+    return float(beyond.mean()) if len(beyond) else 0.0
+
+
 def cusum(z: F64, drift: float, start: float = 0.0) -> F64:
     """S_t = max(0, S_{t-1} + z_t - drift), for one client's checkpoints."""
     out = np.empty(len(z))
@@ -358,6 +375,8 @@ def fit_calibration(
         for j in range(m):
             col = np.sort(arr[:, j][~np.isnan(arr[:, j])])
             scales[k, j] = _spread(col)
+            if signals.names[j] in signals.sparse:
+                scales[k, j] = max(scales[k, j], _tail_spread(col))
             if len(col) > width:
                 col = col[np.linspace(0, len(col) - 1, width).round().astype(int)]
             tables[k, j, : len(col)] = col

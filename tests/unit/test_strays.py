@@ -132,3 +132,41 @@ def test_a_calibration_without_the_stray_signal_is_refused(
     )
     with pytest.raises(ConfigError, match="stray"):
         Detector(on, space=space)
+
+
+def test_a_mostly_zero_signal_gets_a_tail_as_wide_as_its_benign_tail(settings: object) -> None:
+    """Nearly every benign client has no strays. Past the highest benign
+    value, the p-value must fall off on the spread of the benign tail, not on
+    the spread of the zeros, or a benign client just past the others would
+    look as rare as an attacker far beyond them."""
+    from spanwatch.calibrate import Signals, fit_calibration
+    from spanwatch.space import Space
+
+    rng = np.random.default_rng(3)
+    space = Space.fit(rng.normal(size=(100, 3)).astype(np.float32), levels=[4, 16], niter=2)
+    names = tracked().feature_names
+    col = {n: i for i, n in enumerate(names)}
+
+    def client() -> npt.NDArray[np.float64]:
+        rows = np.zeros((2, len(names)))
+        rows[:, col["count"]] = [10, 20]
+        rows[:, col["cells_4"]] = rows[:, col["cells_16"]] = 2
+        if rng.random() < 0.02:  # one benign client in fifty has strays
+            rows[:, col["stray_mass"]] = rng.exponential(0.1, size=2).cumsum()
+        return rows
+
+    ref, thr = [client() for _ in range(400)], [client() for _ in range(400)]
+    signals = Signals(space, names, strays=True)
+    cal = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01)
+    j = signals.names.index("stray_mass")
+    top = float(np.nanmax(cal.tables[1, j]))
+
+    def p(value: float) -> float:
+        row = np.zeros((1, len(names)))
+        row[0, col["count"]], row[0, col["stray_mass"]] = 20, value
+        row[0, col["cells_4"]] = row[0, col["cells_16"]] = 2
+        return float(cal.pvalues(np.array([20]), signals.matrix(row))[0, j])
+
+    assert cal.scales[1, j] > 0.01  # the zeros' own spread would be 0.001
+    assert p(top * 1.1) > 1e-4  # just past the benign clients: unusual, not impossible
+    assert p(top * 10) < p(top * 1.1) / 100  # far past them: far rarer
