@@ -5,6 +5,8 @@
 # (`--sybil`). Results: out/eval-1500/, out/eval-200/ (report.json, details.json,
 # PNGs), out/eval-seed7-1500/, out/eval-seed7-200/,
 # out/eval-sybil-20/ and out/eval-sybil-50/ (the same, plus groups.json).
+# With --strays first: the four seed / length runs again with the stray
+# tracker on (sketch.strays), into out/strays-s<seed>-<length>/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SPANWATCH_SECRET_KEY="${SPANWATCH_SECRET_KEY:-detection-bench}"
@@ -12,6 +14,16 @@ python bench/detection/pools.py --out out/pools
 common=(--benign out/pools/benign.jsonl --attack out/pools/attack.jsonl
     --templates out/pools/templates.jsonl --clients 400 --calibration-clients 800
     --attackers 100 --seed 0 --target-fpr 0.005)
+if [[ "${1:-}" == "--strays" ]]; then
+    shift
+    for seed in 0 7; do
+        for n in 200 1500; do
+            SPANWATCH_SKETCH__STRAYS=true spanwatch eval "${common[@]}" --seed "$seed" \
+                --stream-length "$n" --report "out/strays-s$seed-$n" "$@"
+        done
+    done
+    exit 0
+fi
 for n in 1500 200; do
     spanwatch eval "${common[@]}" --stream-length "$n" --report "out/eval-$n" "$@"
 done
