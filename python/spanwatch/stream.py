@@ -387,15 +387,19 @@ class Service:
         # partitions (they share the space); a failure falls back to each
         # partition's own batch, then to one event at a time
         try:
-            cells = self.space.assign(det.embed(batch))
+            emb = det.embed(batch)
+            cells = self.space.assign(emb)
         except Exception as e:  # one bad prompt must not stop the batch
             log.warning("embedding the batch failed (%s): retrying event by event", e)
-            cells = None
+            emb, cells = None, None
         for p, ks in rows.items():
             whole = len(ks) == len(batch)  # rows are increasing: all of them
             sub = batch if whole else batch.take(ks)
             sub_cells = None if cells is None else cells if whole else cells[ks]
-            for a in self._observe(self.parts[p], [recs[k] for k in ks], sub, sub_cells):
+            # the embeddings too: a store that tracks stray queries needs them
+            sub_emb = None if emb is None else emb if whole else emb[ks]
+            recs_p = [recs[k] for k in ks]
+            for a in self._observe(self.parts[p], recs_p, sub, sub_cells, sub_emb):
                 self._send_alert(a)
         self.metrics.events.inc(len(batch))
 
@@ -444,11 +448,13 @@ class Service:
         batch = parsed.batch if len(keep) == len(parsed.batch) else parsed.batch.take(keep)
         return batch, [recs[parsed.positions[j]] for j in keep], rows
 
-    def _observe(self, part: _Partition, recs: list[Any], batch: Batch, cells: Any) -> list[Alert]:
+    def _observe(
+        self, part: _Partition, recs: list[Any], batch: Batch, cells: Any, emb: Any = None
+    ) -> list[Alert]:
         """Observes a partition's events; if the batch fails as a whole, one
         event at a time, dead-lettering only the events that fail alone."""
         try:
-            alerts = part.detector.observe(batch, cells=cells)
+            alerts = part.detector.observe(batch, emb, cells=cells)
             done = list(range(len(recs)))
         except Exception as e:
             log.warning("a batch of %d events failed (%s): retrying one by one", len(recs), e)

@@ -12,6 +12,7 @@ import pytest
 
 from spanwatch._core import SketchStore
 from spanwatch.errors import ConfigError, InputError
+from spanwatch.space import Space
 
 SECRET = b"unit-test-secret"
 
@@ -19,6 +20,12 @@ SECRET = b"unit-test-secret"
 def unit(*rows: list[float]) -> npt.NDArray[np.float32]:
     x = np.array(rows, dtype=np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def tiny_space(seed: int) -> Space:
+    """A space of 4 and 16 cells over random 3-dimensional points."""
+    x = np.random.default_rng(seed).normal(size=(100, 3)).astype(np.float32)
+    return Space.fit(x, levels=[4, 16], niter=2)
 
 
 def feed(store: SketchStore, emb: npt.NDArray[np.float32] | None, n: int) -> dict[str, float]:
@@ -80,10 +87,8 @@ def test_the_tracker_survives_a_snapshot_and_goes_on_alike() -> None:
 
 def test_signals_gain_the_stray_mass_column_only_when_asked(settings: object) -> None:
     from spanwatch.calibrate import Signals
-    from spanwatch.space import Space
 
-    x = np.random.default_rng(1).normal(size=(100, 3)).astype(np.float32)
-    space = Space.fit(x, levels=[4, 16], niter=2)
+    space = tiny_space(1)
     s = tracked()
     feed(s, unit([1, 0, 0], [0, 1, 0]), 2)
     rows = s.features(["c"])
@@ -103,12 +108,10 @@ def test_a_calibration_without_the_stray_signal_is_refused(
     from spanwatch.calibrate import Signals, fit_calibration
     from spanwatch.config import Settings
     from spanwatch.detector import Detector
-    from spanwatch.space import Space
 
     assert isinstance(settings, Settings)
     rng = np.random.default_rng(2)
-    x = rng.normal(size=(100, 3)).astype(np.float32)
-    space = Space.fit(x, levels=[4, 16], niter=2)
+    space = tiny_space(2)
     store = tracked()
     rows = []
     for c in range(24):
@@ -140,10 +143,9 @@ def test_a_mostly_zero_signal_gets_a_tail_as_wide_as_its_benign_tail(settings: o
     the spread of the zeros, or a benign client just past the others would
     look as rare as an attacker far beyond them."""
     from spanwatch.calibrate import Signals, fit_calibration
-    from spanwatch.space import Space
 
     rng = np.random.default_rng(3)
-    space = Space.fit(rng.normal(size=(100, 3)).astype(np.float32), levels=[4, 16], niter=2)
+    space = tiny_space(3)
     names = tracked().feature_names
     col = {n: i for i, n in enumerate(names)}
 
@@ -170,3 +172,33 @@ def test_a_mostly_zero_signal_gets_a_tail_as_wide_as_its_benign_tail(settings: o
     assert cal.scales[1, j] > 0.01  # the zeros' own spread would be 0.001
     assert p(top * 1.1) > 1e-4  # just past the benign clients: unusual, not impossible
     assert p(top * 10) < p(top * 1.1) / 100  # far past them: far rarer
+
+
+def test_the_detector_feeds_the_tracker_the_embeddings_it_has(settings: object) -> None:
+    """Given embeddings, or events that carry them, the detector passes them
+    to the store, also when the cells are given (as the service does)."""
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+    from spanwatch.events import Event
+
+    assert isinstance(settings, Settings)
+    on = settings.model_copy(update={"sketch": settings.sketch.model_copy(update={"strays": True})})
+    det = Detector(on, space=tiny_space(4))
+    assert det.store is not None and det.space is not None
+    assert det.store.stray_dim == 3
+    vecs = unit([1, 0, 0], [0.95, 0.05, 0], [0, 0, 1])
+
+    def strays(client: str) -> float:
+        assert det.store is not None
+        row = det.store.features([client])[0]
+        return float(row[det.store.feature_names.index("strays")])
+
+    plain = [Event(client_id="a", prompt=f"p {i}", ts=float(i)) for i in range(3)]
+    det.observe(plain, vecs, cells=det.space.assign(vecs))
+    assert strays("a") == 1  # the orthogonal third query
+    carrying = [
+        Event(client_id="b", prompt=f"p {i}", ts=float(i), embedding=tuple(map(float, v)))
+        for i, v in enumerate(vecs)
+    ]
+    det.observe(carrying)
+    assert strays("b") == 1
