@@ -304,7 +304,7 @@ def _spread(col: F64) -> float:
 
 def _tail_spread(col: F64, q: float = 0.99) -> float:
     """How far benign values beyond their q quantile reach past it, on
-    average. For a signal that is zero for almost every benign client, the
+    average (`col` in any order). For a signal that is zero for almost every benign client, the
     bulk's spread is near zero, and a value just past the highest benign one
     would look impossibly rare; the few benign clients with such values
     would then set the alarm threshold for everyone."""
@@ -376,7 +376,11 @@ def fit_calibration(
             col = np.sort(arr[:, j][~np.isnan(arr[:, j])])
             scales[k, j] = _spread(col)
             if signals.names[j] in signals.sparse:
-                scales[k, j] = max(scales[k, j], _tail_spread(col))
+                # a few benign values make the tail: pool the neighbouring
+                # checkpoints' so one of them cannot narrow it alone
+                near = [np.asarray(v)[:, j] for v in per_k[max(0, k - 2) : k + 3] if v]
+                pooled = np.concatenate(near) if near else col
+                scales[k, j] = max(scales[k, j], _tail_spread(pooled[~np.isnan(pooled)]))
             if len(col) > width:
                 col = col[np.linspace(0, len(col) - 1, width).round().astype(int)]
             tables[k, j, : len(col)] = col
