@@ -490,6 +490,14 @@ class Detector:
             raise SnapshotError(
                 f"snapshot levels {store.levels} do not match the space's {space.levels}"
             )
+        want = space.dim if self.config.sketch.strays else 0
+        if store.stray_dim != want:
+            log.warning(
+                "the snapshot's stray tracker (dimensions %d; 0 = none) is not the config's "
+                "(%d): restored clients score 0 on stray queries until they start afresh",
+                store.stray_dim,
+                want,
+            )
         store.set_reference(space.freqs[store.hist_level].tolist())
         self.store = store
 

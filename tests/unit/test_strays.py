@@ -202,3 +202,23 @@ def test_the_detector_feeds_the_tracker_the_embeddings_it_has(settings: object) 
     ]
     det.observe(carrying)
     assert strays("b") == 1
+
+
+def test_restoring_a_snapshot_without_a_tracker_under_strays_says_so(
+    settings: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+
+    assert isinstance(settings, Settings)
+    space = tiny_space(5)
+    off = Detector(settings, space=space)
+    on = Detector(
+        settings.model_copy(update={"sketch": settings.sketch.model_copy(update={"strays": True})}),
+        space=space,
+    )
+    on.restore(on.snapshot())
+    assert "stray tracker" not in caplog.text
+    on.restore(off.snapshot())
+    assert "stray tracker (dimensions 0" in caplog.text
+    assert on.store is not None and on.store.stray_dim == 0
