@@ -28,6 +28,9 @@ const KIND_STORE: u8 = 1;
 const KIND_CLIENT: u8 = 2;
 const KIND_SUMMARY: u8 = 3;
 const HEADER: usize = 8 + 2 + 1 + 1 + 8 + 8;
+/// Bytes of a stray tracker's counters (seen, filled, n_open, dropped,
+/// dropped_mass, rng) before its buffers.
+const STRAYS_COUNTERS: usize = 8 + 4 * 4 + 8;
 
 fn err<T>(msg: impl Into<String>) -> CoreResult<T> {
     Err(CoreError::Snapshot(msg.into()))
@@ -94,6 +97,13 @@ impl<'a> Reader<'a> {
     }
     fn f32(&mut self) -> CoreResult<f32> {
         Ok(f32::from_le_bytes(self.arr()?))
+    }
+    fn i8s(&mut self, out: &mut [i8]) -> CoreResult<()> {
+        let bytes = self.take(out.len())?;
+        for (v, &b) in out.iter_mut().zip(bytes) {
+            *v = b as i8;
+        }
+        Ok(())
     }
     fn str(&mut self) -> CoreResult<&'a str> {
         let n = self.u32()? as usize;
@@ -207,13 +217,8 @@ fn read_strays(r: &mut Reader, c: &StrayConfig) -> CoreResult<Strays> {
     t.dropped = r.u32()?;
     t.dropped_mass = r.f32()?;
     t.rng = r.u64()?;
-    let (kept, open) = (t.reservoir.len(), t.open.len());
-    for (v, &b) in t.reservoir.iter_mut().zip(r.take(kept)?) {
-        *v = b as i8;
-    }
-    for (v, &b) in t.open.iter_mut().zip(r.take(open)?) {
-        *v = b as i8;
-    }
+    r.i8s(&mut t.reservoir)?;
+    r.i8s(&mut t.open)?;
     for v in t.best.iter_mut() {
         *v = r.f32()?;
     }
@@ -236,7 +241,7 @@ fn sketch_bytes(c: &SketchConfig) -> usize {
         + (1 << c.hll_precision)
         + 4 * c.recent_slots()
         + if c.strays.enabled() {
-            8 + 4 * 4 + 8 + c.strays.bytes()
+            STRAYS_COUNTERS + c.strays.bytes()
         } else {
             0
         }
@@ -713,7 +718,7 @@ mod tests {
         // more open strays than the config allows, under a valid checksum
         let mut bytes = store_to_bytes(&store);
         let body = &bytes[HEADER..bytes.len() - 4];
-        let t_bytes = 8 + 4 * 4 + 8 + store.config().strays.bytes();
+        let t_bytes = STRAYS_COUNTERS + store.config().strays.bytes();
         let at = HEADER + body.len() - t_bytes + 12; // n_open
         bytes[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
         let bad = reseal(bytes, VERSION);

@@ -71,7 +71,7 @@ impl Strays {
             dropped: 0,
             dropped_mass: 0.0,
             rng: 0x9e37_79b9_7f4a_7c15,
-            reservoir: vec![0; if dim > 0 { cfg.reservoir * dim } else { 0 }].into_boxed_slice(),
+            reservoir: vec![0; cfg.reservoir * dim].into_boxed_slice(),
             open: vec![0; open * dim].into_boxed_slice(),
             best: vec![0.0; open].into_boxed_slice(),
         }

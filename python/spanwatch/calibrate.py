@@ -86,7 +86,7 @@ class Signals:
         out[:, k + 1] = rows[:, self.col["singletons"]]
         out[:, k + 2] = rows[:, self.col[f"novelty_{self.space.levels[-1]}"]]
         out[:, k + 3] = rows[:, self.col["near_dup_share"]]
-        if len(self.names) > k + 4:
+        if "stray_mass" in self.names:
             out[:, k + 4] = rows[:, self.col["stray_mass"]]
         return out
 
@@ -366,9 +366,10 @@ def fit_calibration(
     tables = np.full((k_max, m, width), np.nan)
     sizes = np.zeros((k_max, m), dtype=np.int64)
     scales = np.ones((k_max, m))
+    stacked = [np.array(at_k) if at_k else None for at_k in per_k]
     last: F64 | None = None
-    for k, at_k in enumerate(per_k):
-        arr = np.array(at_k) if at_k else last
+    for k, at_k in enumerate(stacked):
+        arr = at_k if at_k is not None else last
         if arr is None:
             continue
         last = arr
@@ -378,7 +379,7 @@ def fit_calibration(
             if signals.names[j] in signals.sparse:
                 # a few benign values make the tail: pool the neighbouring
                 # checkpoints' so one of them cannot narrow it alone
-                near = [np.asarray(v)[:, j] for v in per_k[max(0, k - 2) : k + 3] if v]
+                near = [a[:, j] for a in stacked[max(0, k - 2) : k + 3] if a is not None]
                 pooled = np.concatenate(near) if near else col
                 scales[k, j] = max(scales[k, j], _tail_spread(pooled[~np.isnan(pooled)]))
             if len(col) > width:

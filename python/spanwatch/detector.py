@@ -229,8 +229,8 @@ class Detector:
             return []
         batch = self._batch(events)
         emb = embeddings
-        if cells is None or (emb is None and store.stray_dim):
-            emb = self.embed(batch) if emb is None else emb
+        if emb is None and (cells is None or store.stray_dim):
+            emb = self.embed(batch)
         if emb is not None and emb.shape != (len(batch), space.dim):
             raise SpaceError(f"embeddings must be ({len(batch)}, {space.dim}), got {emb.shape}")
         if cells is None:
