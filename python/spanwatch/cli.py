@@ -302,8 +302,16 @@ def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck service.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+    def on_usr1(signum: int, frame: object) -> None:
+        describe = getattr(service, "describe", None)
+        if describe is not None:
+            log.info("state: %s", describe())
+
+    # `kill -USR1 <pid>` prints every thread's stack to stderr and the loop's
+    # state to the log: for a service that looks stuck.
+    signal.signal(signal.SIGUSR1, on_usr1)
+    faulthandler.register(signal.SIGUSR1, all_threads=True, chain=True)
     _say(banner)
     service.run(exit_when_idle=args.exit_when_idle)
     _say(f"stopped: {service.alerts_sent} alerts sent")

@@ -211,6 +211,8 @@ class Service:
         self._consumer: Any = None
         self._producer: Any = None
         self.alerts_sent = 0
+        self._turns = 0  # polls that returned, for describe()
+        self._last_turn = time.monotonic()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -247,13 +249,13 @@ class Service:
         try:
             while not self._stop.is_set():
                 try:
-                    records = self._consumer.poll(
-                        timeout_ms=self.k.poll_timeout_ms, max_records=self.k.max_poll_records
-                    )
+                    records = self._poll()
                 except KafkaError as e:  # the broker is away: wait, never give up
                     log.warning("poll failed (%s); retrying in 1s", e)
                     self._stop.wait(1.0)
                     continue
+                self._turns += 1
+                self._last_turn = time.monotonic()
                 self._apply_assignments()
                 if records:
                     idle_since = None
@@ -274,6 +276,11 @@ class Service:
             self._checkpoint(list(self.parts))
         finally:
             self._close()
+
+    def _poll(self) -> dict[Any, list[Any]]:
+        return self._consumer.poll(  # type: ignore[no-any-return]
+            timeout_ms=self.k.poll_timeout_ms, max_records=self.k.max_poll_records
+        )
 
     @staticmethod
     def _safe(step: Any) -> Any:
@@ -298,6 +305,20 @@ class Service:
                 self._producer.close(timeout=30)
             except Exception as e:
                 log.warning("producer close: %s", e)
+
+    def describe(self) -> str:
+        """One line on where the loop is, from the service's own counters
+        (no broker call): for `kill -USR1` on a service that looks stuck."""
+        now = time.monotonic()
+        parts = ", ".join(
+            f"{p}: next {part.next_offset}, committed {part.committed}, "
+            f"last record {now - part.last_record:.0f}s ago"
+            for p, part in sorted(self.parts.items())
+        )
+        return (
+            f"{self._turns} polls returned, the last {now - self._last_turn:.1f}s ago; "
+            f"partitions {{{parts}}}; waiting to restore {sorted(self._pending_assign)}"
+        )
 
     # ------------------------------------------------------------ rebalance
 
@@ -560,10 +581,10 @@ class Service:
         rebalance (dpkp/kafka-python#3131). A partition that gave nothing for
         `stall_after_s` while records lie beyond the last one the service
         processed is sought back to that record's successor (or, before any,
-        to the consumer's position), which restarts its fetches. Lag is taken
-        from what the service processed, not from the consumer's position,
-        which can be ahead of it when fetched records were lost in a
-        rebalance."""
+        to the group's committed offset), which restarts its fetches. Lag is
+        taken from what the service processed, not from the consumer's
+        position, which can be ahead of it when fetched records were lost in a
+        rebalance, or missing while an offset validation never ends."""
         now = time.monotonic()
         if now - self._last_watch < self.stall_after_s / 4 or not self.parts:
             return
@@ -579,8 +600,8 @@ class Service:
             for p, tp in tps.items():
                 pos = stale[p].next_offset
                 if pos is None:
-                    pos = self._consumer.position(tp, timeout_ms=5_000)
-                if pos is not None and ends.get(tp, 0) > pos:
+                    pos = self._start_offset(tp)
+                if ends.get(tp, 0) > pos:
                     log.warning(
                         "partition %d: %d records behind but none fetched for %.0fs; "
                         "restarting its fetch at offset %d",
@@ -594,11 +615,21 @@ class Service:
         except Exception as e:  # a broker outage: try again later
             log.warning("stall check failed: %s", e)
 
+    def _start_offset(self, tp: TopicPartition) -> int:
+        """Where this consumer's work on a partition begins: the group's
+        committed offset, or with none the partition's first offset (the
+        consumer reads from the earliest)."""
+        committed = self._consumer.committed(tp, timeout_ms=5_000)
+        if committed is not None:
+            return int(committed)
+        return int(self._consumer.beginning_offsets([tp], timeout_ms=5_000)[tp])
+
     # ------------------------------------------------------------ observability
 
     def _caught_up(self) -> bool:
         """Whether every partition's records up to its end were processed
-        (by the service's own count where it has one)."""
+        (by the service's own count where it has one, else from where its
+        work begins: never the consumer's position, see _watch_stalls)."""
         if not self.parts:
             return False
         tps = {p: TopicPartition(self.k.prompts_topic, p) for p in self.parts}
@@ -606,7 +637,7 @@ class Service:
 
         def done(p: int) -> int:
             mine = self.parts[p].next_offset
-            return mine if mine is not None else self._consumer.position(tps[p])
+            return mine if mine is not None else self._start_offset(tps[p])
 
         return all(done(p) >= ends[tp] for p, tp in tps.items())
 

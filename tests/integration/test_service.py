@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kafka import TopicPartition
 
 from spanwatch import Detector, Event, Space
 from spanwatch.config import load_settings
 from spanwatch.embed import Embedder
 from spanwatch.simulate import simulate
+from spanwatch.stream import Service
 
 from .kafka_env import Broker, Run, Topics, expected_counts, start_broker, wait_until
 
@@ -151,6 +154,54 @@ def test_broker_outage_loses_no_events(broker: Broker, world: dict[str, Any]) ->
     t.produce_lines(lines[half:])
     wait_until(lambda: t.committed() >= len(lines), 300, "the whole stream committed")
     assert run.term() == 0, run.tail()
+    _assert_matches_replay(t, world)
+
+
+class _SkipsAhead(Service):
+    """A service whose consumer, on each new assignment, loses the records it
+    just fetched and moves past everything written so far, as kafka-python
+    3.0 can after a rebalance (dpkp/kafka-python#3131): its position says
+    there is nothing left to read while nothing was processed."""
+
+    def _poll(self) -> dict[Any, list[Any]]:
+        records = super()._poll()
+        new = self._pending_assign - set(self.parts)
+        for p in new:
+            self._consumer.seek_to_end(TopicPartition(self.k.prompts_topic, p))
+        return {tp: rs for tp, rs in records.items() if tp.partition not in new}
+
+
+def test_a_partition_skipped_by_the_consumer_is_read_again_from_its_committed_offset(
+    broker: Broker, world: dict[str, Any], embedder: Embedder
+) -> None:
+    t = Topics(broker)
+    t.produce_lines(world["lines"])
+    settings = load_settings(
+        secret_key=SECRET,
+        kafka={
+            "bootstrap_servers": broker.bootstrap,
+            "prompts_topic": t.prompts,
+            "alerts_topic": t.alerts,
+            "dead_letter_topic": t.dead,
+            "state_topic": t.state,
+            "sketch_topic": t.sketches,
+            "group_id": t.group,
+        },
+    )
+    svc = _SkipsAhead(settings, Space.load(world["space"]), embedder=embedder)
+    svc.stall_after_s = 2.0
+    loop = threading.Thread(target=svc.run)
+    loop.start()
+    try:
+        wait_until(lambda: t.committed() >= len(world["lines"]), 120, "the whole stream committed")
+        # what `kill -USR1` logs: every partition read, none left to restore
+        state = svc.describe()
+        assert all(f"{p}: next " in state for p in range(4)), state
+        assert "next None" not in state and "waiting to restore []" in state, state
+    finally:
+        svc.stop()
+        loop.join(120)
+    assert not loop.is_alive()
     _assert_matches_replay(t, world)
 
 
