@@ -270,7 +270,14 @@ format_storage() {
     # Formatted once; later starts reuse the data (and its cluster id).
     [[ -f "$DATA_DIR/meta.properties" ]] && return 0
     local cluster_id
-    cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # base64url of a random UUID; one that starts with "-" (1 in 64) would
+    # read as an option to the storage tool, so draw again, as Kafka's own
+    # Uuid.randomUuid does
+    cluster_id="$("$PYTHON" -c '
+import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(i)')"
     info "start: formatting $DATA_DIR (cluster id $cluster_id)"
     if ! "$JAVA" -Xmx256m -cp "$LIBS/*" -Dlog4j2.configurationFile="$LOG4J2_XML" \
         kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" --standalone \

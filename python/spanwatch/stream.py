@@ -256,7 +256,7 @@ class Service:
                     continue
                 self._turns += 1
                 self._last_turn = time.monotonic()
-                self._apply_assignments()
+                self._apply_assignments(records)
                 if records:
                     idle_since = None
                     for chunk in chunks(records, CHUNK):
@@ -343,7 +343,11 @@ class Service:
         self._pending_assign -= set(partitions)
         log.info("partitions %s %s", sorted(partitions), "lost" if lost else "revoked")
 
-    def _apply_assignments(self) -> None:
+    def _apply_assignments(self, records: dict[Any, list[Any]]) -> None:
+        """Restores the state of partitions assigned during the last poll
+        and, for those the poll returned no records of, settles where their
+        reading starts. (One with records goes on from them: moving its
+        position now would read them twice.)"""
         todo = sorted(self._pending_assign)
         self._pending_assign.clear()
         for p in todo:
@@ -359,18 +363,23 @@ class Service:
                     log.warning("restoring partition %d failed (%s); retrying in 1s", p, e)
                     self._stop.wait(1.0)
         if todo:
-            self._settle_positions(todo)
+            polled = {tp.partition for tp, recs in records.items() if recs}
+            self._settle_positions([p for p in todo if p not in polled])
             self.metrics.partitions.set(len(self.parts))
 
     def _settle_positions(self, partitions: list[int]) -> None:
-        """Asks for each new partition's position. In kafka-python 3.0 a
-        partition can wait for offset validation that poll() never finishes,
-        and then return nothing (dpkp/kafka-python#3106, #3131); position()
-        waits for that validation, so fetching starts."""
+        """Puts each new partition's fetch position where its work begins:
+        the group's committed offset, or the earliest. kafka-python keeps
+        the position of a partition a consumer held before a rebalance, and
+        it can lie past events the service processed but had not committed
+        (the revocation callback cannot commit): left there, the partition's
+        commit would never move again. The restored state skips the events
+        read twice. An explicit position also ends an offset validation that
+        poll() may never finish (dpkp/kafka-python#3106, #3131)."""
         for p in partitions:
             tp = TopicPartition(self.k.prompts_topic, p)
             try:
-                self._consumer.position(tp, timeout_ms=10_000)
+                self._consumer.seek(tp, self._start_offset(tp))
             except Exception as e:  # revoked meanwhile, or the broker is away
                 log.info("partition %d: position not settled (%s)", p, e)
 
