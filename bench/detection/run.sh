@@ -7,6 +7,10 @@
 # out/eval-sybil-20/ and out/eval-sybil-50/ (the same, plus groups.json).
 # With --strays first: the four seed / length runs again with the stray
 # tracker on (sketch.strays), into out/strays-s<seed>-<length>/.
+# With --fpr first: the four seed / length runs with 2000 held-out benign
+# clients (the same calibration), without and with the stray tracker, into
+# out/fpr2000-s<seed>-<length>/ and out/fpr2000-strays-s<seed>-<length>/,
+# then a table of their benign false-positive rates (about 20 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SPANWATCH_SECRET_KEY="${SPANWATCH_SECRET_KEY:-detection-bench}"
@@ -22,6 +26,19 @@ if [[ "${1:-}" == "--strays" ]]; then
                 --stream-length "$n" --report "out/strays-s$seed-$n" "$@"
         done
     done
+    exit 0
+fi
+if [[ "${1:-}" == "--fpr" ]]; then
+    shift
+    for seed in 0 7; do
+        for n in 200 1500; do
+            spanwatch eval "${common[@]}" --clients 2000 --seed "$seed" \
+                --stream-length "$n" --report "out/fpr2000-s$seed-$n" "$@"
+            SPANWATCH_SKETCH__STRAYS=true spanwatch eval "${common[@]}" --clients 2000 \
+                --seed "$seed" --stream-length "$n" --report "out/fpr2000-strays-s$seed-$n" "$@"
+        done
+    done
+    python bench/detection/table.py --fpr
     exit 0
 fi
 for n in 1500 200; do

@@ -1,6 +1,8 @@
 """Prints the README's detection tables from the eval runs of run.sh:
 out/eval-1500 and out/eval-200 (seed 0), and, when present, the same two
-runs at a second seed (out/eval-seed7-1500, out/eval-seed7-200)."""
+runs at a second seed (out/eval-seed7-1500, out/eval-seed7-200). With
+`--fpr`, the benign false-positive rates of `run.sh --fpr`'s runs
+(out/fpr2000-*)."""
 
 from __future__ import annotations
 
@@ -61,7 +63,39 @@ def table(long: Path, short: Path) -> None:
     )
 
 
+def fpr_table(base: Path) -> None:
+    """Held-out benign false positives of the 2000-client runs, without and
+    with the stray tracker, with a 95% Wilson interval, and the family of
+    main interest with the highest rate."""
+    print("| seed / queries | scorer | benign alerted (95% interval) | worst family |")
+    print("|---|---|---:|---|")
+    for seed in (0, 7):
+        for n in (200, 1500):
+            for name, d in (
+                ("default", f"fpr2000-s{seed}-{n}"),
+                ("strays", f"fpr2000-strays-s{seed}-{n}"),
+            ):
+                r, det = _load(base / d)
+                k = round(r["benign_fpr"] * r["n_clients"])
+                lo, hi = _wilson(k, r["n_clients"])
+                fam, v = max(det["benign_fpr_by_family"].items(), key=lambda x: x[1]["fpr"])
+                print(
+                    f"| {seed} / {n} | {name} | {r['benign_fpr']:.2%} of {r['n_clients']} "
+                    f"({lo:.2%}-{hi:.2%}) | {fam} {v['fpr']:.1%} of {v['clients']} |"
+                )
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, mid - half), mid + half
+
+
 def main(root: str = "out") -> None:
+    if root == "--fpr":
+        fpr_table(Path("out"))
+        return
     base = Path(root)
     table(base / "eval-1500", base / "eval-200")
     if (base / "eval-seed7-200" / "report.json").is_file():
