@@ -158,16 +158,21 @@ class Topics:
             out.setdefault(a["alert_id"], []).append(a)
         return out
 
+    def latest_state(self) -> dict[str, bytes | None]:
+        """The latest record of each client in the state topic (None for a
+        tombstone); a value is the 8-byte offset, then the client's sketch."""
+        latest: dict[str, bytes | None] = {}
+        for r in self.read_all(self.state):
+            latest[r.key.decode()] = r.value
+        return latest
+
     def state_counts(self, secret: bytes, levels: list[int]) -> dict[str, int]:
         """Query count per client from the latest record of each client in
         the state topic (a tombstone removes the client)."""
         from spanwatch._core import SketchStore
 
-        latest: dict[str, bytes | None] = {}
-        for r in self.read_all(self.state):
-            latest[r.key.decode()] = r.value
         store = SketchStore(secret=secret, levels=levels)
-        for value in latest.values():
+        for value in self.latest_state().values():
             if value is not None:
                 store.restore_client(value[8:])
         col = store.feature_names.index("count")

@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from spanwatch import Detector, Event, Space
 from spanwatch.config import load_settings
+from spanwatch.detector import store_for
 from spanwatch.embed import Embedder
 from spanwatch.simulate import simulate
 from spanwatch.stream import Service
@@ -72,17 +73,22 @@ def _env(world: dict[str, Any], **extra: str) -> dict[str, str]:
     }
 
 
-def _assert_matches_replay(t: Topics, world: dict[str, Any]) -> None:
+def _assert_alerts(t: Topics, expected: dict[str, Any]) -> None:
+    """The alert topic holds exactly the expected alerts (copies allowed)."""
     got = t.alerts_by_id()
 
     def show(ids: set[str], alerts: dict[str, Any]) -> list[tuple[str, int]]:
         first = {i: a[0] if isinstance(a, list) else a for i, a in alerts.items()}
         return sorted((first[i]["client_id"], first[i]["evidence"]["query_count"]) for i in ids)
 
-    extra, missing = set(got) - set(world["alerts"]), set(world["alerts"]) - set(got)
-    assert not extra and not missing, (show(extra, got), show(missing, world["alerts"]))
+    extra, missing = set(got) - set(expected), set(expected) - set(got)
+    assert not extra and not missing, (show(extra, got), show(missing, expected))
     for aid, copies in got.items():
-        assert all(c == world["alerts"][aid] for c in copies), aid
+        assert all(c == expected[aid] for c in copies), aid
+
+
+def _assert_matches_replay(t: Topics, world: dict[str, Any]) -> None:
+    _assert_alerts(t, world["alerts"])
     assert t.state_counts(SECRET.encode(), world["levels"]) == dict(world["counts"])
 
 
@@ -269,6 +275,78 @@ def test_a_partition_skipped_by_the_consumer_is_read_again_from_its_committed_of
     finally:
         run.stop()
     _assert_matches_replay(t, world)
+
+
+STRAY_COLUMNS = ("count", "strays", "stray_mass")
+
+
+def _stray_features(store: Any) -> dict[str, tuple[float, ...]]:
+    ids = store.client_ids()
+    cols = [store.feature_names.index(n) for n in STRAY_COLUMNS]
+    return {c: tuple(row[cols]) for c, row in zip(ids, store.features(ids), strict=True)}
+
+
+@pytest.fixture(scope="module")
+def stray_world(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder, world: dict[str, Any]
+) -> dict[str, Any]:
+    """The service's traffic with the stray tracker on and a calibration
+    made with it, so alerts hang on the tracker's state; a one-process
+    replay gives the alerts and each client's stray features."""
+    d = tmp_path_factory.mktemp("strays")
+    settings = load_settings(secret_key=SECRET, sketch={"strays": True})
+    space = Space.load(world["space"])
+    raw, _ = simulate(n_benign=80, n_harvesters=0, n_sweepers=0, n_template_sweepers=0, seed=21)
+    det = Detector(settings, space=space, embedder=embedder)
+    cal = det.calibrate([Event.model_validate(e) for e in raw], target_fpr=0.01)
+    cal.save(d / "calibration.zip")
+    replay = Detector(settings, space=space, embedder=embedder)
+    replay.calibration = cal
+    events = [Event.model_validate_json(line) for line in world["lines"]]
+    alerts = {a.alert_id: json.loads(a.to_json()) for a in replay.observe(events)}
+    features = _stray_features(replay.store)
+    assert alerts, "the calibrated replay must alert for the test to mean anything"
+    assert sum(f[1] > 0 for f in features.values()) >= 3, "clients must have strays"
+    return {
+        "settings": settings,
+        "space": space,
+        "alerts": alerts,
+        "features": features,
+        "env": {
+            "SPANWATCH_SKETCH__STRAYS": "true",
+            "SPANWATCH_SCORING__CALIBRATION": str(d / "calibration.zip"),
+        },
+    }
+
+
+def test_kill_9_with_the_stray_tracker_on_loses_nothing(
+    broker: Broker, world: dict[str, Any], stray_world: dict[str, Any]
+) -> None:
+    # The tracker's embeddings and random draws travel in the state records:
+    # after a kill and a restart, alerts and stray counts equal the replay's.
+    t = Topics(broker)
+    t.produce_lines(world["lines"])
+    total = len(world["lines"])
+    env = stray_world["env"]
+    first = Run(t, world["space"], world["dir"] / "strays.log", **_slow(world), **env)
+    wait_until(lambda: t.committed() >= total // 4, 300, "a quarter of the stream committed")
+    first.kill()
+    assert t.committed() < total, "the kill must land mid-stream"
+    second = Run(
+        t, world["space"], world["dir"] / "strays.log", "--exit-when-idle", "4",
+        **_env(world, **env),
+    )  # fmt: skip
+    assert second.wait(600) == 0, second.tail()
+    assert "restored" in second.tail()
+    _assert_alerts(t, stray_world["alerts"])
+    store = store_for(stray_world["space"], stray_world["settings"])
+    for value in t.latest_state().values():
+        if value is not None:
+            store.restore_client(value[8:])
+    got = _stray_features(store)
+    assert got.keys() == stray_world["features"].keys()
+    for client, want in stray_world["features"].items():
+        assert got[client] == pytest.approx(want, rel=1e-9), client
 
 
 def test_bad_input_goes_to_dead_letters_and_the_next_event_is_processed(
