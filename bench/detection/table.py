@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spanwatch.calibrate import wilson_interval
+
 
 def _qtd(q: dict[str, float | None]) -> str:
     return "-" if q["median"] is None else f"{q['median']:.0f} / {q['p90']:.0f}"
@@ -77,19 +79,12 @@ def fpr_table(base: Path) -> None:
             ):
                 r, det = _load(base / d)
                 k = round(r["benign_fpr"] * r["n_clients"])
-                lo, hi = _wilson(k, r["n_clients"])
+                lo, hi = wilson_interval(k, r["n_clients"])
                 fam, v = max(det["benign_fpr_by_family"].items(), key=lambda x: x[1]["fpr"])
                 print(
                     f"| {seed} / {n} | {name} | {r['benign_fpr']:.2%} of {r['n_clients']} "
                     f"({lo:.2%}-{hi:.2%}) | {fam} {v['fpr']:.1%} of {v['clients']} |"
                 )
-
-
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, mid - half), mid + half
 
 
 def main(root: str = "out") -> None:

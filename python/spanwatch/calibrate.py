@@ -442,6 +442,17 @@ def conformal_quantile(values: Sequence[float] | F64, target_fpr: float) -> floa
     return top + 0.05 * abs(top) + 1e-6
 
 
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate of k in n (95% by default): what
+    a false-positive rate measured on n clients can be."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
 def _envelope(
     cal: Calibration, signals: Signals, ref_rows: Sequence[F64], k_max: int, q: float = 0.999
 ) -> F64:

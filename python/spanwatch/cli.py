@@ -486,6 +486,9 @@ def _toml_value(v: Any) -> str:
 
 
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
+    import numpy as np
+
+    from spanwatch.calibrate import wilson_interval
     from spanwatch.detector import Detector
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
@@ -501,6 +504,13 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         f"{len(events)} benign events from {clients} clients"
         + (f"; {rejects.count} bad lines in {rejects.path}" if rejects.count else "")
     )
+    if not 0 <= args.holdout < 1:
+        raise SpanwatchError(f"--holdout must be in [0, 1), got {args.holdout}")
+    held_ids = {c for c in {e.client_id for e in events} if _held_out(c, args.holdout)}
+    held = [e for e in events if e.client_id in held_ids]
+    events = [e for e in events if e.client_id not in held_ids]
+    if held_ids:
+        _say(f"{len(held_ids)} clients held out to check the threshold on")
     det = Detector(cfg)
     given = args.space or cfg.space.path
     if given:
@@ -515,11 +525,19 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     cal.save(cal_file)
     assert det.space is not None
     peaks = det.calibration_peaks
-    png = plot_tune(peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"))
+    held_peaks = np.array(list(det.peaks(held).values())) if held else np.zeros(0)
+    png = plot_tune(peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"), held_peaks)
+    check = ""
+    if len(held_peaks):
+        k, n = int((held_peaks >= cal.threshold).sum()), len(held_peaks)
+        lo, hi = wilson_interval(k, n)
+        check = f"{k} of {n} held-out clients ({k / n:.2%}; 95% interval {lo:.2%}-{hi:.2%})"
     lines = [
-        f"# written by spanwatch tune from {src} ({clients} benign clients)",
-        f"# {(peaks >= cal.threshold).mean():.2%} of these clients reach the threshold "
+        f"# written by spanwatch tune from {src} ({clients} benign clients, "
+        f"{len(held_ids)} of them held out)",
+        f"# {(peaks >= cal.threshold).mean():.2%} of the calibration clients reach the threshold "
         f"(target {args.target_fpr:.2%}; half of them set it)",
+        *([f"# reaching it: {check}"] if check else []),
         "",
         "[space]",
         f"path = {_toml_value(str(space_file))}",
@@ -533,17 +551,27 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     ]
     out.write_text("\n".join(lines), encoding="utf-8")
     print(
-        f"\ncalibrated on {clients} benign clients ({cal.clients_ref} reference, "
+        f"\ncalibrated on {clients - len(held_ids)} benign clients ({cal.clients_ref} reference, "
         f"{cal.clients_threshold} threshold)"
     )
     print(f"  target false-positive rate  {args.target_fpr:.2%}")
     print(f"  threshold (evidence ratio)  {cal.threshold:.3f}   drift {cal.drift:.3f}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
+    if check:
+        print(f"  held out, reaching it       {check}")
     print(f"  signals                     {', '.join(cal.signals)}")
     print(f"  space                       {space_file} (levels {det.space.levels})")
     print(f"\nwrote {out}, {cal_file}, {png}")
     print(f"use it with: spanwatch --config {out} replay EVENTS.jsonl  (or run)")
     return 0
+
+
+def _held_out(client_id: str, fraction: float) -> bool:
+    """Whether tune keeps a client out of the calibration, by a hash of its
+    id (another byte than calibrate's split into halves)."""
+    import hashlib
+
+    return hashlib.sha256(client_id.encode()).digest()[1] < fraction * 256
 
 
 def _lenient_events(
@@ -692,6 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream-length", type=int, default=1500, help="for pool input")
     s.add_argument("--clients", type=int, default=400, help="for pool input")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="share of clients kept out of the calibration, to measure the threshold on",
+    )
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("schema", help="print the JSON Schema of alerts")

@@ -382,21 +382,7 @@ class Detector:
         """Calibrates the sequential test on benign traffic only: clients are
         split in two halves by a hash of their id, one for the reference
         distributions, one for the threshold. Adopts and returns the result."""
-        from spanwatch.evaluate import Stream, run_streams
-
-        space, _ = self._require()
-        events = list(benign_events)
-        by_client: dict[str, list[int]] = {}
-        for i, e in enumerate(events):
-            by_client.setdefault(e.client_id, []).append(i)
-        if stream_length:
-            by_client = {c: ix[:stream_length] for c, ix in by_client.items()}
-        emb = self.embed(events)
-        cells = space.assign(emb)
-        streams = [
-            Stream(c, "benign", np.array(ix, dtype=np.int64)) for c, ix in sorted(by_client.items())
-        ]
-        rows = run_streams(space, self.config, streams, [e.prompt for e in events], cells, emb=emb)
+        streams, rows = self._client_rows(benign_events, stream_length)
         import hashlib
 
         def half(c: str) -> int:
@@ -412,7 +398,7 @@ class Detector:
             every=self.config.scoring.checkpoint_every,
             target_fpr=target_fpr,
             drift=self.config.scoring.drift,
-            stream_length=max((len(ix) for ix in by_client.values()), default=0),
+            stream_length=max((len(st.texts) for st in streams), default=0),
             max_surprise=self.config.scoring.max_surprise,
         )
         self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
@@ -421,6 +407,44 @@ class Detector:
         )
         self.calibration = cal
         return cal
+
+    def peaks(self, events: Iterable[Event]) -> dict[str, float]:
+        """Each client's highest evidence over its events under the adopted
+        calibration: it alerts where this reaches `calibration.threshold`.
+        The events are scored apart (the detector's own clients are not
+        touched): to check a calibration on traffic it never saw."""
+        self._require()
+        if self.calibration is None:
+            raise ConfigError("peaks need a calibration: calibrate first, or set one in the config")
+        cal, signals = self.calibration, self._signals
+        assert signals is not None
+        streams, rows = self._client_rows(events, None)
+        return {
+            st.client: max_evidence(cal, signals, r) for st, r in zip(streams, rows, strict=True)
+        }
+
+    def _client_rows(
+        self, events: Iterable[Event], stream_length: int | None
+    ) -> tuple[list[Any], list[npt.NDArray[np.float64]]]:
+        """Each client's events (the first `stream_length` of them) run
+        through a store of their own: the clients' streams, sorted by id,
+        and their checkpoint rows."""
+        from spanwatch.evaluate import Stream, run_streams
+
+        space, _ = self._require()
+        events = list(events)
+        by_client: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            by_client.setdefault(e.client_id, []).append(i)
+        if stream_length:
+            by_client = {c: ix[:stream_length] for c, ix in by_client.items()}
+        emb = self.embed(events)
+        cells = space.assign(emb)
+        streams = [
+            Stream(c, "benign", np.array(ix, dtype=np.int64)) for c, ix in sorted(by_client.items())
+        ]
+        rows = run_streams(space, self.config, streams, [e.prompt for e in events], cells, emb=emb)
+        return streams, rows
 
     def _alert(self, ev: Event, f: FeatureRow, sc: CoverageScore) -> Alert:
         assert sc.severity is not None

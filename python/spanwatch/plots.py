@@ -92,12 +92,23 @@ def plot_eval(res: EvalResult, out: Path) -> list[Path]:
     return paths
 
 
-def plot_tune(peaks: np.ndarray, threshold: float, target_fpr: float, out: Path) -> Path:
-    """The benign clients' highest evidence, with the calibrated threshold."""
+def plot_tune(
+    peaks: np.ndarray,
+    threshold: float,
+    target_fpr: float,
+    out: Path,
+    held: np.ndarray | None = None,
+) -> Path:
+    """The benign clients' highest evidence, with the calibrated threshold,
+    and the held-out clients' beside them when there are any."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    top = max(float(np.max(peaks, initial=0)), threshold) * 1.1 + 1e-9
-    ax.hist(peaks, bins=np.linspace(0, top, 50), color="steelblue")
+    held = np.zeros(0) if held is None else held
+    top = max(float(np.max(peaks, initial=0)), float(np.max(held, initial=0)), threshold)
+    bins = np.linspace(0, top * 1.1 + 1e-9, 50)
+    ax.hist(peaks, bins=bins, color="steelblue", label="calibration clients")
+    if len(held):
+        ax.hist(held, bins=bins, histtype="step", lw=1.5, color="darkorange", label="held out")
     ax.axvline(threshold, color="crimson", ls="--", label=f"threshold {threshold:.2f}")
     ax.set_yscale("log")
     ax.set_xlabel("highest evidence ratio (CUSUM / benign envelope) over the stream")

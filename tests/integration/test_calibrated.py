@@ -7,9 +7,11 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spanwatch import Detector, Event
@@ -71,6 +73,14 @@ def test_calibrated_detector_alerts_on_extractors_with_reasons(
     assert extractors <= alerted
     benign_alerted = alerted - extractors
     assert len(benign_alerted) <= 2, benign_alerted
+    # peaks() scores the same events apart: a client alerted exactly where
+    # its peak reaches the threshold, and the detector's clients stay as they are
+    store = det.store
+    assert store is not None
+    before = store.features(sorted(kinds))
+    peaks = det.peaks(events)
+    assert {c for c, p in peaks.items() if p >= cal.threshold} == alerted
+    assert np.array_equal(store.features(sorted(kinds)), before)
     first = next(a for a in alerts if a.client_id in extractors)
     assert first.reasons[0].signal == "sequential_evidence"
     bound = det.alarm_bound(first.evidence.query_count)
@@ -133,7 +143,10 @@ def test_eval_refuses_a_bad_pool_with_the_line(
 
 
 def test_tune_writes_a_config_that_the_detector_loads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, embedder: Embedder
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    embedder: Embedder,
 ) -> None:
     monkeypatch.setenv("SPANWATCH_EMBED__CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SPANWATCH_SECRET_KEY", "tune-secret")
@@ -148,7 +161,16 @@ def test_tune_writes_a_config_that_the_detector_loads(
     events = tmp_path / "benign.jsonl"
     events.write_text("".join(json.dumps(e) + "\n" for e in raw) + "{broken\n")
     out = tmp_path / "spanwatch.toml"
-    assert main(["tune", "--benign", str(events), "--target-fpr", "0.05", "--out", str(out)]) == 0
+    argv = ["tune", "--benign", str(events), "--target-fpr", "0.05", "--out", str(out)]
+    assert main([*argv, "--holdout", "1"]) == 2
+    assert "--holdout must be in [0, 1)" in capsys.readouterr().err
+    assert main([*argv, "--holdout", "0.25"]) == 0
+    said = capsys.readouterr().out
+    held = re.search(r"held out, reaching it +(\d+) of (\d+) held-out clients", said)
+    assert held is not None, said
+    assert 5 <= int(held[2]) <= 15 and int(held[1]) <= int(held[2])
+    assert f"calibrated on {40 - int(held[2])} benign clients" in said
+    assert "held-out clients" in out.read_text()
     cfg = tomllib.loads(out.read_text())
     assert Path(cfg["scoring"]["calibration"]).is_file()
     assert cfg["scoring"]["threshold"] > 0
