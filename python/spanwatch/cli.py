@@ -465,6 +465,12 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         f"{f} {v['fpr']:.1%} of {v['clients']}" for f, v in d["benign_fpr_by_family"].items()
     )
     print(f"benign false positives by family of main interest: {fams}")
+    for kind, what in (("benign", "benign false positives"), ("mixed_0.05", "mixed 0.05 alerts")):
+        lead = d["lead_signals"].get(kind, {})
+        if lead:
+            print(
+                f"{what} by the signal that led: " + ", ".join(f"{k} {n}" for k, n in lead.items())
+            )
     if res.groups:
         _print_groups(res.groups)
         (out / "groups.json").write_text(json.dumps(res.groups, indent=2) + "\n", "utf-8")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch._core import SketchStore
-from spanwatch.calibrate import Calibration, Signals, evidence_ratio, fit_calibration
+from spanwatch.calibrate import Calibration, Signals, cusum, fit_calibration
 from spanwatch.config import Settings
 from spanwatch.embed import Embedder
 from spanwatch.errors import ConfigError
@@ -363,15 +364,32 @@ def run_streams(
 # ------------------------------------------------------------------ metrics
 
 
-def _first_alert(cal: Calibration, signals: Signals, rows: F64) -> tuple[float, float, F64]:
-    """(peak evidence, queries at first alert or nan, coarse coverage curve)."""
+def _first_alert(cal: Calibration, signals: Signals, rows: F64) -> tuple[float, float, F64, str]:
+    """(peak evidence, queries at first alert or nan, coarse coverage curve,
+    the signal that led to the first alert or "")."""
     if not len(rows):
-        return 0.0, float("nan"), np.zeros(0)
+        return 0.0, float("nan"), np.zeros(0), ""
     counts = rows[:, signals.col["count"]].astype(np.int64)
-    ratio = evidence_ratio(cal, signals, rows)
+    values = signals.matrix(rows)
+    z, p = cal.surprise(counts, values)
+    s = cusum(z, cal.drift)
+    ratio = s / cal.bound(counts, 1.0)
     hit = np.flatnonzero(ratio >= cal.threshold)
-    first = float(counts[hit[0]]) if len(hit) else float("nan")
-    return float(ratio.max()), first, signals.matrix(rows)[:, 0]
+    if not len(hit):
+        return float(ratio.max()), float("nan"), values[:, 0], ""
+    end = int(hit[0])
+    return float(ratio.max()), float(counts[end]), values[:, 0], _lead(s, z, p, end, cal)
+
+
+def _lead(s: F64, z: F64, p: F64, end: int, cal: Calibration) -> str:
+    """The signal that gave most of the surprise the CUSUM gathered from its
+    last zero up to checkpoint `end`: each checkpoint's surprise is credited
+    to its most unusual signal."""
+    zeros = np.flatnonzero(s[:end] == 0)
+    start = int(zeros[-1]) + 1 if len(zeros) else 0
+    top = p[start : end + 1].argmin(axis=1)
+    credit = np.bincount(top, weights=z[start : end + 1], minlength=p.shape[1])
+    return cal.signals[int(credit.argmax())]
 
 
 def _qtd(first: F64) -> dict[str, float | None]:
@@ -465,13 +483,16 @@ def evaluate(
     peaks: dict[str, list[float]] = {}
     first: dict[str, list[float]] = {}
     curves: dict[str, list[F64]] = {}
+    leads: dict[str, Counter[str]] = {}
     for s, r in zip(streams, rows, strict=True):
         if s.kind == "calibration":
             continue
-        pk, ft, cv = _first_alert(cal, signals, r)
+        pk, ft, cv, lead = _first_alert(cal, signals, r)
         peaks.setdefault(s.kind, []).append(pk)
         first.setdefault(s.kind, []).append(ft)
         curves.setdefault(s.kind, []).append(cv)
+        if lead:
+            leads.setdefault(s.kind, Counter())[lead] += 1
     pk_arr = {k: np.array(v) for k, v in peaks.items()}
     ft_arr = {k: np.array(v) for k, v in first.items()}
 
@@ -494,6 +515,8 @@ def evaluate(
         "benign_fpr_by_family": {
             f: {"clients": len(v), "fpr": float(np.mean(v))} for f, v in sorted(families.items())
         },
+        # per kind of client, how many first alerts each signal led to
+        "lead_signals": {k: dict(c.most_common()) for k, c in sorted(leads.items())},
         "population_like_alert_rate": rate("population_like"),
         "mixed_queries_to_detect": {f"{f:.2f}": _qtd(ft_arr[f"mixed_{f:.2f}"]) for f in MIXES},
         # the mixed accounts again, with benign-style stolen queries

@@ -127,6 +127,11 @@ def test_eval_writes_the_report_and_plots(tmp_path: Path, monkeypatch: pytest.Mo
     assert report["benign_fpr"] <= 0.2
     details = json.loads((out / "details.json").read_text())
     assert "population_like_alert_rate" in details
+    # every detected client is credited to one of the calibration's signals
+    leads = details["lead_signals"]
+    for kind in ("sweeper", "harvester"):
+        assert sum(leads.get(kind, {}).values()) == round(report["tpr"][kind] * 6), kind
+    assert {s for c in leads.values() for s in c} <= set(details["signals"])
     assert set(details["same_style_mixed_tpr"]) == {"0.05", "0.10", "0.25", "0.50"}
     assert {"mixed_same_0.05", "mixed_0.05"} <= set(details["auc"])
     for name in ("roc.png", "detection.png", "coverage.png"):
