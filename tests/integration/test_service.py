@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -124,6 +125,12 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(
     total = len(world["lines"])
     first = Run(t, world["space"], world["dir"] / "kill.log", **_slow(world))
     wait_until(lambda: t.committed() >= total // 4, 300, "a quarter of the stream committed")
+    # `kill -USR1` dumps the stacks and logs the loop's state, and the run goes on
+    first.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "state: " in first.tail(), 30, "the state line")
+    logged = first.log.read_text(errors="replace")
+    assert "Current thread" in logged and "polls returned" in logged
+    assert first.proc.poll() is None
     first.kill()
     at_kill = t.committed()
     assert at_kill < total, "the kill must land mid-stream"
