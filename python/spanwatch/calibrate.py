@@ -473,11 +473,18 @@ def _envelope(
 def evidence_ratio(cal: Calibration, signals: Signals, rows: F64) -> F64:
     """A client's CUSUM over the benign envelope at each of its checkpoints:
     it alarms where this reaches the threshold."""
+    return evidence_steps(cal, signals, rows)[0]
+
+
+def evidence_steps(cal: Calibration, signals: Signals, rows: F64) -> tuple[F64, F64, F64, F64]:
+    """At each of a client's checkpoints: the evidence ratio, the CUSUM, the
+    surprise it added and the signals' p-values."""
     if not len(rows):
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, len(signals.names)))
     counts = rows[:, signals.col["count"]].astype(np.int64)
-    z, _ = cal.surprise(counts, signals.matrix(rows))
-    return cusum(z, cal.drift) / cal.bound(counts, 1.0)
+    z, p = cal.surprise(counts, signals.matrix(rows))
+    s = cusum(z, cal.drift)
+    return s / cal.bound(counts, 1.0), s, z, p
 
 
 def group_sums(

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch._core import SketchStore
-from spanwatch.calibrate import Calibration, Signals, cusum, fit_calibration
+from spanwatch.calibrate import Calibration, Signals, evidence_steps, fit_calibration
 from spanwatch.config import Settings
 from spanwatch.embed import Embedder
 from spanwatch.errors import ConfigError
@@ -370,15 +370,13 @@ def _first_alert(cal: Calibration, signals: Signals, rows: F64) -> tuple[float, 
     if not len(rows):
         return 0.0, float("nan"), np.zeros(0), ""
     counts = rows[:, signals.col["count"]].astype(np.int64)
-    values = signals.matrix(rows)
-    z, p = cal.surprise(counts, values)
-    s = cusum(z, cal.drift)
-    ratio = s / cal.bound(counts, 1.0)
+    ratio, s, z, p = evidence_steps(cal, signals, rows)
+    curve = signals.matrix(rows)[:, 0]
     hit = np.flatnonzero(ratio >= cal.threshold)
     if not len(hit):
-        return float(ratio.max()), float("nan"), values[:, 0], ""
+        return float(ratio.max()), float("nan"), curve, ""
     end = int(hit[0])
-    return float(ratio.max()), float(counts[end]), values[:, 0], _lead(s, z, p, end, cal)
+    return float(ratio.max()), float(counts[end]), curve, _lead(s, z, p, end, cal)
 
 
 def _lead(s: F64, z: F64, p: F64, end: int, cal: Calibration) -> str:

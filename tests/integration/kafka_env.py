@@ -107,19 +107,22 @@ class Topics:
     def group(self) -> str:
         return f"group-{self.tag}"
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def kafka(self) -> dict[str, str]:
+        """The `[kafka]` settings that point spanwatch at these topics."""
         return {
-            **os.environ,
-            "SPANWATCH_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "SPANWATCH_KAFKA__PROMPTS_TOPIC": self.prompts,
-            "SPANWATCH_KAFKA__ALERTS_TOPIC": self.alerts,
-            "SPANWATCH_KAFKA__DEAD_LETTER_TOPIC": self.dead,
-            "SPANWATCH_KAFKA__STATE_TOPIC": self.state,
-            "SPANWATCH_KAFKA__SKETCH_TOPIC": self.sketches,
-            "SPANWATCH_KAFKA__GROUP_ALERTS_TOPIC": self.group_alerts,
-            "SPANWATCH_KAFKA__GROUP_ID": self.group,
-            **extra,
+            "bootstrap_servers": self.broker.bootstrap,
+            "prompts_topic": self.prompts,
+            "alerts_topic": self.alerts,
+            "dead_letter_topic": self.dead,
+            "state_topic": self.state,
+            "sketch_topic": self.sketches,
+            "group_alerts_topic": self.group_alerts,
+            "group_id": self.group,
         }
+
+    def env(self, **extra: str) -> dict[str, str]:
+        mine = {f"SPANWATCH_KAFKA__{k.upper()}": v for k, v in self.kafka().items()}
+        return {**os.environ, **mine, **extra}
 
     def produce_lines(self, lines: list[bytes], keys: list[bytes | None] | None = None) -> None:
         p = KafkaProducer(bootstrap_servers=[self.broker.bootstrap], acks="all")

@@ -176,18 +176,8 @@ def test_broker_outage_loses_no_events(broker: Broker, world: dict[str, Any]) ->
     _assert_matches_replay(t, world)
 
 
-def _settings(t: Topics, broker: Broker, **extra: Any) -> Any:
-    k = {
-        "bootstrap_servers": broker.bootstrap,
-        "prompts_topic": t.prompts,
-        "alerts_topic": t.alerts,
-        "dead_letter_topic": t.dead,
-        "state_topic": t.state,
-        "sketch_topic": t.sketches,
-        "group_id": t.group,
-        **extra,
-    }
-    return load_settings(secret_key=SECRET, kafka=k)
+def _settings(t: Topics, **extra: Any) -> Any:
+    return load_settings(secret_key=SECRET, kafka={**t.kafka(), **extra})
 
 
 class _Background:
@@ -227,7 +217,7 @@ def test_partitions_kept_through_a_rebalance_are_read_again_from_the_commit(
     # offsets are never committed again.
     t = Topics(broker)
     t.produce_lines(world["lines"])
-    settings = _settings(t, broker, checkpoint_interval_s=3600.0)
+    settings = _settings(t, checkpoint_interval_s=3600.0)
     svc = Service(settings, Space.load(world["space"]), embedder=embedder)
     svc.stall_after_s = 3600.0  # the stall watch must not be what saves it
     run = _Background(svc)
@@ -270,7 +260,7 @@ def test_a_partition_skipped_by_the_consumer_is_read_again_from_its_committed_of
 ) -> None:
     t = Topics(broker)
     t.produce_lines(world["lines"])
-    svc = _SkipsAhead(_settings(t, broker), Space.load(world["space"]), embedder=embedder)
+    svc = _SkipsAhead(_settings(t), Space.load(world["space"]), embedder=embedder)
     svc.stall_after_s = 2.0
     run = _Background(svc)
     try:
