@@ -305,8 +305,11 @@ def cmd_run(args: argparse.Namespace, cfg: Settings) -> int:
 
     def on_usr1(signum: int, frame: object) -> None:
         describe = getattr(service, "describe", None)
-        if describe is not None:
-            log.info("state: %s", describe())
+        try:
+            if describe is not None:
+                log.info("state: %s", describe())
+        except Exception as e:  # a diagnostic must never stop the service
+            log.warning("state: not available (%s)", e)
 
     # `kill -USR1 <pid>` prints every thread's stack to stderr and the loop's
     # state to the log: for a service that looks stuck.

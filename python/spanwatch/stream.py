@@ -313,7 +313,8 @@ class Service:
         parts = ", ".join(
             f"{p}: next {part.next_offset}, committed {part.committed}, "
             f"last record {now - part.last_record:.0f}s ago"
-            for p, part in sorted(self.parts.items())
+            # a copy in one step: a rebalance callback may change the dict
+            for p, part in sorted(dict(self.parts).items())
         )
         return (
             f"{self._turns} polls returned, the last {now - self._last_turn:.1f}s ago; "
