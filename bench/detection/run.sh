@@ -11,6 +11,10 @@
 # clients (the same calibration), without and with the stray tracker, into
 # out/fpr2000-s<seed>-<length>/ and out/fpr2000-strays-s<seed>-<length>/,
 # then a table of their benign false-positive rates (about 20 minutes).
+# With --confident first: the same four 2000-client runs of the default scorer,
+# with the plain threshold (out/fpr2000-s<seed>-<length>/) and with
+# --confidence 0.9 (out/fpr2000-c90-s<seed>-<length>/), then a table of what
+# the confidence costs (about 15 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export SPANWATCH_SECRET_KEY="${SPANWATCH_SECRET_KEY:-detection-bench}"
@@ -39,6 +43,19 @@ if [[ "${1:-}" == "--fpr" ]]; then
         done
     done
     python bench/detection/table.py --fpr
+    exit 0
+fi
+if [[ "${1:-}" == "--confident" ]]; then
+    shift
+    for seed in 0 7; do
+        for n in 200 1500; do
+            spanwatch eval "${common[@]}" --clients 2000 --seed "$seed" \
+                --stream-length "$n" --report "out/fpr2000-s$seed-$n" "$@"
+            spanwatch eval "${common[@]}" --clients 2000 --seed "$seed" --confidence 0.9 \
+                --stream-length "$n" --report "out/fpr2000-c90-s$seed-$n" "$@"
+        done
+    done
+    python bench/detection/table.py --confident
     exit 0
 fi
 for n in 1500 200; do

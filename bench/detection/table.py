@@ -2,7 +2,8 @@
 out/eval-1500 and out/eval-200 (seed 0), and, when present, the same two
 runs at a second seed (out/eval-seed7-1500, out/eval-seed7-200). With
 `--fpr`, the benign false-positive rates of `run.sh --fpr`'s runs
-(out/fpr2000-*)."""
+(out/fpr2000-*); with `--confident`, `run.sh --confident`'s runs, the plain
+threshold beside the one with confidence 0.9."""
 
 from __future__ import annotations
 
@@ -87,9 +88,40 @@ def fpr_table(base: Path) -> None:
                 )
 
 
+def confident_table(base: Path) -> None:
+    """Per seed and stream length: the threshold on average and with
+    confidence 0.9, the benign rate each lets through on 2000 held-out
+    clients, the calibration's own bound on it, and what they catch."""
+    print(
+        "| seed / queries | threshold | value | benign alerted (95% interval) "
+        "| bound (90%) | harvester: alerted, median | mixed 10% | mixed 25% |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for seed in (0, 7):
+        for n in (200, 1500):
+            for name, d in (
+                ("on average", f"fpr2000-s{seed}-{n}"),
+                ("confidence 0.9", f"fpr2000-c90-s{seed}-{n}"),
+            ):
+                r, det = _load(base / d)
+                k = round(r["benign_fpr"] * r["n_clients"])
+                lo, hi = wilson_interval(k, r["n_clients"])
+                h = r["queries_to_detect"]["harvester"]["median"]
+                print(
+                    f"| {seed} / {n} | {name} | {det['threshold']:.1f} "
+                    f"| {r['benign_fpr']:.2%} ({lo:.2%}-{hi:.2%}) "
+                    f"| {det['benign_fpr_bound']['rate']:.2%} "
+                    f"| {r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'} "
+                    f"| {r['mixed_tpr']['0.10']:.0%} | {r['mixed_tpr']['0.25']:.0%} |"
+                )
+
+
 def main(root: str = "out") -> None:
     if root == "--fpr":
         fpr_table(Path("out"))
+        return
+    if root == "--confident":
+        confident_table(Path("out"))
         return
     base = Path(root)
     table(base / "eval-1500", base / "eval-200")

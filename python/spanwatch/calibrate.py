@@ -35,6 +35,7 @@ __all__ = [
     "conformal_quantile",
     "cusum",
     "fit_calibration",
+    "fpr_bound",
     "group_sums",
 ]
 
@@ -110,6 +111,10 @@ class Calibration:
     clients_ref: int
     clients_threshold: int
     max_surprise: float = 50.0
+    # With a confidence c, the threshold keeps the benign rate within
+    # target_fpr with probability c over the calibration clients drawn;
+    # without, it keeps it there on average.
+    confidence: float | None = None
     # (checkpoints,) benign 99th percentile of the CUSUM at each checkpoint,
     # non-decreasing, at least 1: the alarm bound is threshold * envelope.
     envelope: F64 = field(default_factory=lambda: np.ones(1))
@@ -228,6 +233,7 @@ class Calibration:
             "clients_ref": self.clients_ref,
             "clients_threshold": self.clients_threshold,
             "max_surprise": self.max_surprise,
+            "confidence": self.confidence,
         }
         with zipfile.ZipFile(path, "w") as z:
             z.writestr("meta.json", json.dumps(meta, indent=1))
@@ -274,6 +280,7 @@ class Calibration:
                 clients_ref=int(meta["clients_ref"]),
                 clients_threshold=int(meta["clients_threshold"]),
                 max_surprise=float(meta.get("max_surprise", 50.0)),
+                confidence=None if meta.get("confidence") is None else float(meta["confidence"]),
                 envelope=envelope,
                 group_sums=groups,
             )
@@ -337,6 +344,7 @@ def fit_calibration(
     stream_length: int = 0,
     max_surprise: float = 50.0,
     cross_fit: bool = True,
+    confidence: float | None = None,
 ) -> Calibration:
     """Reference tables from `ref_rows` (one array of checkpoint rows per
     benign client), then the threshold from the other clients in `thr_rows`:
@@ -345,9 +353,11 @@ def fit_calibration(
     against tables fitted on `thr_rows`, and the quantile is taken over both.
     Without a `drift`, the CUSUM's drift is the `drift_quantile` of the
     benign reference clients' per-checkpoint surprise, so ordinary
-    fluctuations do not accumulate."""
+    fluctuations do not accumulate. With a `confidence`, the threshold is
+    the one of `conformal_quantile` with it."""
     if not 0 < target_fpr < 1:
         raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    _check_confidence(confidence)
     if len(ref_rows) < 10 or len(thr_rows) < 10:
         raise ConfigError("calibration needs at least 20 benign clients (10 per split)")
     count_col = signals.col["count"]
@@ -404,6 +414,7 @@ def fit_calibration(
         clients_ref=len(ref_rows),
         clients_threshold=len(thr_rows),
         max_surprise=max_surprise,
+        confidence=confidence,
     )
     if drift is None:
         zs = [
@@ -424,22 +435,64 @@ def fit_calibration(
         peaks += swapped.peaks
         cal.clients_threshold = len(peaks)
     cal.peaks = peaks
-    cal.threshold = max(conformal_quantile(peaks, target_fpr), 1e-6)
+    cal.threshold = max(conformal_quantile(peaks, target_fpr, confidence), 1e-6)
     return cal
 
 
-def conformal_quantile(values: Sequence[float] | F64, target_fpr: float) -> float:
+def _check_confidence(confidence: float | None) -> None:
+    if confidence is not None and not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def conformal_quantile(
+    values: Sequence[float] | F64, target_fpr: float, confidence: float | None = None
+) -> float:
     """The split-conformal (1 - target_fpr) quantile of benign values: an
-    alarm above it keeps a fresh benign value's alarm rate within the target.
-    With fewer values than 1/target_fpr the guarantee needs a threshold above
-    every one of them."""
+    alarm above it keeps a fresh benign value's alarm rate within the target
+    on average over the benign values drawn. With fewer values than
+    1/target_fpr the guarantee needs a threshold above every one of them.
+
+    With a `confidence` c, the rate stays within the target with probability
+    c instead: the lowest order statistic t_(r) with P(F(t_(r)) >= 1 -
+    target_fpr) >= c, where the share F(t_(r)) of benign values below it is
+    Beta(r, n - r + 1), so that probability is P(Binomial(n, 1 - target_fpr)
+    <= r - 1). Too few values for it is an error that says how many."""
+    _check_confidence(confidence)
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     n = len(ordered)
+    if confidence is not None:
+        from scipy.stats import binom  # type: ignore[import-untyped,unused-ignore]
+
+        cdf = binom.cdf(np.arange(n), n, 1 - target_fpr)  # rank r = 1..n: cdf[r - 1]
+        r = int(np.searchsorted(cdf, confidence)) + 1
+        if r > n:
+            need = math.ceil(math.log(1 - confidence) / math.log(1 - target_fpr))
+            raise ConfigError(
+                f"{n} benign clients cannot keep the false-positive rate within "
+                f"{target_fpr:.2%} with confidence {confidence:g}: that takes at least {need}"
+            )
+        return float(ordered[r - 1])
     rank = math.ceil((n + 1) * (1 - target_fpr))
     if rank <= n:
         return float(ordered[rank - 1])
     top = float(ordered[-1])
     return top + 0.05 * abs(top) + 1e-6
+
+
+def fpr_bound(peaks: Sequence[float] | F64, threshold: float, confidence: float = 0.9) -> float:
+    """What the benign false-positive rate is at most, with this confidence,
+    when the threshold was drawn from these benign `peaks`: with k of the n
+    reaching it, the rate above the k-th highest of n is Beta(k, n + 1 - k).
+    A threshold above every peak is bounded as if at the highest."""
+    _check_confidence(confidence)
+    from scipy.stats import beta  # type: ignore[import-untyped,unused-ignore]
+
+    values = np.asarray(peaks, dtype=np.float64)
+    n = len(values)
+    if n == 0:
+        return 1.0
+    k = max(int((values >= threshold).sum()), 1)
+    return float(beta.ppf(confidence, k, n + 1 - k))
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

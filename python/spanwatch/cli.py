@@ -428,6 +428,7 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         seed=args.seed,
         progress=_progress_factory(not args.no_progress),
         sybil=args.sybil,
+        confidence=args.confidence,
     )
     r, d = res.report, res.details
     out = Path(args.report)
@@ -448,7 +449,14 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
     print(
         f"threshold {d['threshold']:.3f} (target FPR {d['target_fpr']:.2%}; reference tables "
         f"from {d['calibration_clients']['reference']} other benign clients, threshold from "
-        f"the peaks of {d['calibration_clients']['threshold']})\n"
+        f"the peaks of {d['calibration_clients']['threshold']}"
+        + (f", confidence {d['confidence']:g}" if d["confidence"] else "")
+        + ")"
+    )
+    b = d["benign_fpr_bound"]
+    print(
+        f"the calibration's peaks bound the benign rate at {b['rate']:.2%} "
+        f"with confidence {b['confidence']:g}\n"
     )
     print(f"{'clients':<22} {'alerted':>8} {'AUC':>6}  queries to detect (median / p90)")
     print(f"{'benign (false pos.)':<22} {r['benign_fpr']:>8.2%} {'':>6}")
@@ -497,7 +505,7 @@ def _toml_value(v: Any) -> str:
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     import numpy as np
 
-    from spanwatch.calibrate import wilson_interval
+    from spanwatch.calibrate import fpr_bound, wilson_interval
     from spanwatch.detector import Detector
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
@@ -529,7 +537,9 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         space_file = Path(f"{stem}.space.zip")
         _say("fitting the input space on the benign events ...")
         det.fit_space(events[: max(cfg.space.fit_events, 20000)]).save(space_file)
-    cal = det.calibrate(events, target_fpr=args.target_fpr)
+    cal = det.calibrate(events, target_fpr=args.target_fpr, confidence=args.confidence)
+    bound_at = args.confidence or 0.9
+    bound = fpr_bound(cal.peaks, cal.threshold, bound_at)
     cal_file = Path(f"{stem}.calibration.zip")
     cal.save(cal_file)
     assert det.space is not None
@@ -545,7 +555,10 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         f"# written by spanwatch tune from {src} ({clients} benign clients, "
         f"{len(held_ids)} of them held out)",
         f"# {(peaks >= cal.threshold).mean():.2%} of the calibration clients reach the threshold "
-        f"(target {args.target_fpr:.2%}; half of them set it)",
+        f"(target {args.target_fpr:.2%}"
+        + (f" with confidence {args.confidence:g}" if args.confidence else " on average")
+        + "; half of them set it)",
+        f"# benign rate at most {bound:.2%} with confidence {bound_at:g}, from those clients",
         *([f"# reaching it: {check}"] if check else []),
         "",
         "[space]",
@@ -563,7 +576,11 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         f"\ncalibrated on {clients - len(held_ids)} benign clients ({cal.clients_ref} reference, "
         f"{cal.clients_threshold} threshold)"
     )
-    print(f"  target false-positive rate  {args.target_fpr:.2%}")
+    print(
+        f"  target false-positive rate  {args.target_fpr:.2%}"
+        + (f" with confidence {args.confidence:g}" if args.confidence else " on average")
+    )
+    print(f"  benign rate, at most        {bound:.2%} with confidence {bound_at:g}")
     print(f"  threshold (evidence ratio)  {cal.threshold:.3f}   drift {cal.drift:.3f}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
     if check:
@@ -634,6 +651,15 @@ def cmd_schema(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def _confidence_arg(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--confidence",
+        type=float,
+        help="keep the benign rate within --target-fpr with this probability (e.g. 0.9), "
+        "not only on average: a higher threshold",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -710,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calibration-clients", type=int, default=800)
     s.add_argument("--attackers", type=int, default=100, help="clients per attack scenario")
     s.add_argument("--target-fpr", type=float, default=0.005)
+    _confidence_arg(s)
     s.add_argument(
         "--sybil",
         type=int,
@@ -724,6 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tune", help="calibrate thresholds on your benign traffic")
     s.add_argument("--benign", required=True, help="your traffic: events, or {text, group} pool")
     s.add_argument("--target-fpr", type=float, default=0.01)
+    _confidence_arg(s)
     s.add_argument("--out", required=True, help="config TOML to write")
     s.add_argument("--space", help="space file (default: fit one on the benign traffic)")
     s.add_argument("--stream-length", type=int, default=1500, help="for pool input")

@@ -378,10 +378,13 @@ class Detector:
         *,
         target_fpr: float = 0.01,
         stream_length: int | None = None,
+        confidence: float | None = None,
     ) -> Calibration:
         """Calibrates the sequential test on benign traffic only: clients are
         split in two halves by a hash of their id, one for the reference
-        distributions, one for the threshold. Adopts and returns the result."""
+        distributions, one for the threshold. Adopts and returns the result.
+        Without a `confidence` the benign alert rate is `target_fpr` on
+        average; with one, it stays within it with that probability."""
         streams, rows = self._client_rows(benign_events, stream_length)
         import hashlib
 
@@ -400,6 +403,7 @@ class Detector:
             drift=self.config.scoring.drift,
             stream_length=max((len(st.texts) for st in streams), default=0),
             max_surprise=self.config.scoring.max_surprise,
+            confidence=confidence,
         )
         self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
         cal.group_sums = group_sums(

@@ -33,7 +33,13 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch._core import SketchStore
-from spanwatch.calibrate import Calibration, Signals, evidence_steps, fit_calibration
+from spanwatch.calibrate import (
+    Calibration,
+    Signals,
+    evidence_steps,
+    fit_calibration,
+    fpr_bound,
+)
 from spanwatch.config import Settings
 from spanwatch.embed import Embedder
 from spanwatch.errors import ConfigError
@@ -429,9 +435,11 @@ def evaluate(
     space: Space | None = None,
     progress: Callable[[str, int], Progress] | None = None,
     sybil: int = 0,
+    confidence: float | None = None,
 ) -> EvalResult:
     """Builds every stream, calibrates on the calibration half of the benign
-    pool, and measures on the held-out half."""
+    pool (with `confidence`, see `conformal_quantile`), and measures on the
+    held-out half."""
     rng = np.random.default_rng(seed)
     built = build_streams(
         rng, benign, attack, templates=templates, stream_length=stream_length,
@@ -476,6 +484,7 @@ def evaluate(
         drift=settings.scoring.drift,
         stream_length=L,
         max_surprise=settings.scoring.max_surprise,
+        confidence=confidence,
     )
 
     peaks: dict[str, list[float]] = {}
@@ -526,6 +535,12 @@ def evaluate(
         "threshold": cal.threshold,
         "drift": cal.drift,
         "target_fpr": target_fpr,
+        "confidence": confidence,
+        # what the calibration's own peaks say the benign rate is at most
+        "benign_fpr_bound": {
+            "confidence": confidence or 0.9,
+            "rate": fpr_bound(cal.peaks, cal.threshold, confidence or 0.9),
+        },
         "calibration_clients": {"reference": cal.clients_ref, "threshold": cal.clients_threshold},
         "attackers_per_scenario": n_attackers,
         "space_levels": space.levels,

@@ -127,6 +127,10 @@ def test_eval_writes_the_report_and_plots(tmp_path: Path, monkeypatch: pytest.Mo
     assert report["benign_fpr"] <= 0.2
     details = json.loads((out / "details.json").read_text())
     assert "population_like_alert_rate" in details
+    # 40 peaks with about 2 at the threshold: the rate could be well past 5%
+    bound = details["benign_fpr_bound"]
+    assert bound["confidence"] == 0.9 and 0.05 < bound["rate"] < 0.3
+    assert details["confidence"] is None
     # every detected client is credited to one of the calibration's signals
     leads = details["lead_signals"]
     for kind in ("sweeper", "harvester"):
@@ -169,8 +173,12 @@ def test_tune_writes_a_config_that_the_detector_loads(
     argv = ["tune", "--benign", str(events), "--target-fpr", "0.05", "--out", str(out)]
     assert main([*argv, "--holdout", "1"]) == 2
     assert "--holdout must be in [0, 1)" in capsys.readouterr().err
+    # 30 clients cannot keep 5% with confidence 0.9 (that needs 45)
+    assert main([*argv, "--holdout", "0.25", "--confidence", "0.9"]) == 2
+    assert "that takes at least 45" in capsys.readouterr().err
     assert main([*argv, "--holdout", "0.25"]) == 0
     said = capsys.readouterr().out
+    assert re.search(r"benign rate, at most +\d+\.\d+% with confidence 0\.9", said), said
     held = re.search(r"held out, reaching it +(\d+) of (\d+) held-out clients", said)
     assert held is not None, said
     assert 5 <= int(held[2]) <= 15 and int(held[1]) <= int(held[2])
@@ -198,3 +206,15 @@ def test_tune_writes_a_config_that_the_detector_loads(
     alerts = det.observe([Event.model_validate(e) for e in harvest])
     assert {a.client_id for a in alerts} == {"harvester-01", "harvester-02"}
     assert list(itertools.islice((a.severity for a in alerts), 1))
+    # with a confidence the threshold is at least the average one's
+    sure = tmp_path / "sure.toml"
+    argv = ["tune", "--benign", str(events), "--target-fpr", "0.1", "--holdout", "0.25"]
+    argv += ["--space", str(settings.space.path)]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--confidence", "0.8", "--out", str(sure)]) == 0
+    assert "target false-positive rate  10.00% with confidence 0.8" in capsys.readouterr().out
+    plain, strict = (tomllib.loads(f.read_text())["scoring"]["threshold"] for f in (out, sure))
+    assert strict > plain
+    assert "target 10.00% with confidence 0.8" in sure.read_text()
+    sure_cal = tomllib.loads(sure.read_text())["scoring"]["calibration"]
+    assert Calibration.load(sure_cal).confidence == 0.8

@@ -1,0 +1,119 @@
+"""The calibration's thresholds and bounds on their own: what share of
+benign values they let through, over many draws of the benign values."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spanwatch.calibrate import (
+    Calibration,
+    conformal_quantile,
+    fpr_bound,
+    wilson_interval,
+)
+from spanwatch.errors import ConfigError
+
+TARGET = 0.005
+
+
+def _rates(n: int, confidence: float | None, draws: int = 2000) -> np.ndarray:
+    """The benign rate each threshold lets through, over `draws` sets of n
+    benign values drawn uniform on [0, 1) (where the rate above t is 1 - t)."""
+    rng = np.random.default_rng(5)
+    return np.array(
+        [1 - conformal_quantile(rng.random(n), TARGET, confidence) for _ in range(draws)]
+    )
+
+
+def test_the_plain_threshold_keeps_the_rate_on_average_only() -> None:
+    rates = _rates(800, None)
+    assert abs(rates.mean() - TARGET) < 0.0005
+    # and above the target about 4 times in 10: not a bound
+    assert 0.3 < (rates > TARGET).mean() < 0.6
+
+
+def test_a_confident_threshold_keeps_the_rate_within_the_target_that_often() -> None:
+    rates = _rates(800, 0.9)
+    assert (rates <= TARGET).mean() >= 0.88
+    assert rates.mean() < TARGET
+    # the same values give a higher threshold with confidence than without
+    v = np.random.default_rng(1).random(800)
+    assert conformal_quantile(v, TARGET, 0.9) > conformal_quantile(v, TARGET)
+
+
+def test_the_plain_rank_is_the_conformal_one() -> None:
+    v = np.arange(1, 801, dtype=np.float64)
+    assert conformal_quantile(v, TARGET) == 797.0  # ceil(801 * 0.995)
+    assert conformal_quantile(v, TARGET, 0.9) == 799.0
+    # fewer values than 1/target: above all of them
+    assert conformal_quantile(v[:100], TARGET) > 100
+
+
+def test_too_few_clients_for_a_confidence_say_how_many_it_takes() -> None:
+    with pytest.raises(ConfigError, match=r"400 benign clients .* at least 460"):
+        conformal_quantile(np.random.default_rng(0).random(400), TARGET, 0.9)
+    with pytest.raises(ConfigError, match="confidence must be in"):
+        conformal_quantile([1.0, 2.0], TARGET, 1.0)
+
+
+def test_the_bound_holds_as_often_as_its_confidence_says() -> None:
+    rng = np.random.default_rng(9)
+    held = []
+    for _ in range(2000):
+        v = rng.random(800)
+        t = conformal_quantile(v, TARGET)
+        held.append(1 - t <= fpr_bound(v, t, 0.9))
+    assert 0.87 <= np.mean(held) <= 0.93
+    v = np.arange(800, dtype=np.float64)
+    # 4 of 800 at or above: more than 4/801 but well under 2%
+    assert 4 / 801 < fpr_bound(v, 796.0, 0.9) < 0.01
+    # a threshold above every value is bounded as if at the highest
+    assert fpr_bound(v, 1e9, 0.9) == fpr_bound(v, 799.0, 0.9)
+
+
+def test_wilson_interval_of_a_known_rate() -> None:
+    lo, hi = wilson_interval(12, 2000)
+    assert lo == pytest.approx(0.00344, abs=1e-4) and hi == pytest.approx(0.01046, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def _calibration(confidence: float | None) -> Calibration:
+    return Calibration(
+        every=10,
+        signals=["a"],
+        directions=["up"],
+        levels=[16],
+        tables=np.zeros((1, 1, 2)),
+        sizes=np.full((1, 1), 2, dtype=np.int64),
+        scales=np.ones((1, 1)),
+        drift=1.0,
+        threshold=3.0,
+        target_fpr=TARGET,
+        stream_length=200,
+        clients_ref=10,
+        clients_threshold=10,
+        confidence=confidence,
+    )
+
+
+def test_the_confidence_travels_in_the_calibration_file(tmp_path: Path) -> None:
+    path = tmp_path / "cal.zip"
+    _calibration(0.9).save(path)
+    assert Calibration.load(path).confidence == 0.9
+    _calibration(None).save(path)
+    assert Calibration.load(path).confidence is None
+    # a file written before the confidence existed reads as "on average"
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(parts["meta.json"])
+    del meta["confidence"]
+    parts["meta.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    assert Calibration.load(path).confidence is None
