@@ -32,6 +32,7 @@ from spanwatch.space import Space
 __all__ = [
     "Calibration",
     "Signals",
+    "check_enough_clients",
     "conformal_quantile",
     "cusum",
     "fit_calibration",
@@ -355,8 +356,7 @@ def fit_calibration(
     benign reference clients' per-checkpoint surprise, so ordinary
     fluctuations do not accumulate. With a `confidence`, the threshold is
     the one of `conformal_quantile` with it."""
-    if not 0 < target_fpr < 1:
-        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    _check_target(target_fpr)
     _check_confidence(confidence)
     if len(ref_rows) < 10 or len(thr_rows) < 10:
         raise ConfigError("calibration needs at least 20 benign clients (10 per split)")
@@ -439,9 +439,30 @@ def fit_calibration(
     return cal
 
 
+def _check_target(target_fpr: float) -> None:
+    if not 0 < target_fpr < 1:
+        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+
+
 def _check_confidence(confidence: float | None) -> None:
     if confidence is not None and not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def check_enough_clients(n: int, target_fpr: float, confidence: float | None) -> None:
+    """Refuses a confidence that n benign clients cannot give: a threshold
+    above all n keeps the rate within the target with probability
+    1 - (1 - target)^n, so it takes ln(1 - c) / ln(1 - target) of them."""
+    _check_target(target_fpr)
+    _check_confidence(confidence)
+    if confidence is None:
+        return
+    need = math.ceil(math.log(1 - confidence) / math.log(1 - target_fpr))
+    if n < need:
+        raise ConfigError(
+            f"{n} benign clients cannot keep the false-positive rate within "
+            f"{target_fpr:.2%} with confidence {confidence:g}: that takes at least {need}"
+        )
 
 
 def conformal_quantile(
@@ -457,21 +478,15 @@ def conformal_quantile(
     target_fpr) >= c, where the share F(t_(r)) of benign values below it is
     Beta(r, n - r + 1), so that probability is P(Binomial(n, 1 - target_fpr)
     <= r - 1). Too few values for it is an error that says how many."""
-    _check_confidence(confidence)
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     n = len(ordered)
+    check_enough_clients(n, target_fpr, confidence)
     if confidence is not None:
         from scipy.stats import binom  # type: ignore[import-untyped,unused-ignore]
 
         cdf = binom.cdf(np.arange(n), n, 1 - target_fpr)  # rank r = 1..n: cdf[r - 1]
         r = int(np.searchsorted(cdf, confidence)) + 1
-        if r > n:
-            need = math.ceil(math.log(1 - confidence) / math.log(1 - target_fpr))
-            raise ConfigError(
-                f"{n} benign clients cannot keep the false-positive rate within "
-                f"{target_fpr:.2%} with confidence {confidence:g}: that takes at least {need}"
-            )
-        return float(ordered[r - 1])
+        return float(ordered[min(r, n) - 1])
     rank = math.ceil((n + 1) * (1 - target_fpr))
     if rank <= n:
         return float(ordered[rank - 1])
@@ -546,8 +561,7 @@ def group_sums(
     """For k = 1..max_k: the (1 - target_fpr) quantile of the sum of k
     benign accounts' shares of their own alarm bound, drawn at random from
     `shares` (one per benign client, its highest over its stream)."""
-    if not 0 < target_fpr < 1:
-        raise ConfigError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    _check_target(target_fpr)
     shares = np.asarray(shares, dtype=np.float64)
     if len(shares) < 10:
         raise ConfigError("group thresholds need at least 10 benign clients")

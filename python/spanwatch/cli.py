@@ -404,9 +404,11 @@ def _print_groups(g: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
+    from spanwatch.calibrate import check_enough_clients
     from spanwatch.evaluate import MIXES, SCENARIOS, evaluate, load_pool
     from spanwatch.plots import plot_eval
 
+    check_enough_clients(args.calibration_clients, args.target_fpr, args.confidence)
     benign, attack = load_pool(args.benign), load_pool(args.attack)
     templates = load_pool(args.templates) if args.templates else None
     _say(
@@ -505,7 +507,7 @@ def _toml_value(v: Any) -> str:
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     import numpy as np
 
-    from spanwatch.calibrate import fpr_bound, wilson_interval
+    from spanwatch.calibrate import check_enough_clients, fpr_bound, wilson_interval
     from spanwatch.detector import Detector
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
@@ -528,6 +530,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     events = [e for e in events if e.client_id not in held_ids]
     if held_ids:
         _say(f"{len(held_ids)} clients held out to check the threshold on")
+    check_enough_clients(clients - len(held_ids), args.target_fpr, args.confidence)
     det = Detector(cfg)
     given = args.space or cfg.space.path
     if given:

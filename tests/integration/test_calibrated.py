@@ -149,6 +149,10 @@ def test_eval_refuses_a_bad_pool_with_the_line(
     bad.write_text('{"text": "ok", "group": "g"}\n{"text": "no group"}\n')
     assert main(["eval", "--benign", str(bad), "--attack", str(bad)]) == 2
     assert "line 2" in capsys.readouterr().err
+    # a confidence the calibration clients cannot give, before any work
+    argv = ["eval", "--benign", str(bad), "--attack", str(bad), "--confidence", "0.9"]
+    assert main([*argv, "--calibration-clients", "100"]) == 2
+    assert "100 benign clients cannot keep" in capsys.readouterr().err
 
 
 def test_tune_writes_a_config_that_the_detector_loads(

@@ -12,6 +12,7 @@ import pytest
 
 from spanwatch.calibrate import (
     Calibration,
+    check_enough_clients,
     conformal_quantile,
     fpr_bound,
     wilson_interval,
@@ -117,3 +118,12 @@ def test_the_confidence_travels_in_the_calibration_file(tmp_path: Path) -> None:
         for n, data in parts.items():
             z.writestr(n, data)
     assert Calibration.load(path).confidence is None
+
+
+def test_the_client_count_check_comes_before_any_work() -> None:
+    check_enough_clients(460, TARGET, 0.9)
+    check_enough_clients(10, TARGET, None)
+    with pytest.raises(ConfigError, match="that takes at least 460"):
+        check_enough_clients(459, TARGET, 0.9)
+    with pytest.raises(ConfigError, match="target_fpr must be in"):
+        check_enough_clients(800, 0.0, 0.9)
