@@ -367,6 +367,50 @@ def run_streams(
     return [np.array(r) if r else np.zeros((0, width)) for r in rows]
 
 
+@dataclass
+class Sketched:
+    """The streams of a run through the store: the texts' embeddings, the
+    space, each stream's checkpoint rows and the signals they give."""
+
+    emb: npt.NDArray[np.float32]
+    space: Space
+    rows: list[F64]
+    signals: Signals
+
+
+def sketch_streams(
+    built: Streams,
+    embedder: Embedder,
+    settings: Settings,
+    *,
+    space: Space | None = None,
+    progress: Callable[[str, int], Progress] | None = None,
+) -> Sketched:
+    """Embeds every distinct text once, fits the space on the calibration
+    half of the benign pool only (unless given one), and feeds the streams
+    through a real store."""
+    texts = built.texts
+    emb = embed_texts(embedder, texts, progress("embed", len(texts)) if progress else None)
+    if space is None:
+        cal_texts = sorted({i for members in built.cal_groups.values() for i in members})
+        sp = settings.space
+        space = Space.fit(
+            emb[cal_texts],
+            levels=settings.sketch.levels,
+            seed=sp.seed,
+            niter=sp.niter,
+            min_points_per_cell=sp.min_points_per_cell,
+            model_id=embedder.model_id,
+        )
+    space.configure(settings.space)  # cells as the service would find them
+    cells = space.assign(emb)
+    total = sum(len(s.texts) for s in built.streams)
+    bar = progress("sketch", total) if progress else None
+    rows = run_streams(space, settings, built.streams, texts, cells, emb=emb, progress=bar)
+    names = SketchStore(levels=space.levels).feature_names
+    return Sketched(emb, space, rows, Signals(space, names, strays=settings.sketch.strays))
+
+
 # ------------------------------------------------------------------ metrics
 
 
@@ -447,30 +491,8 @@ def evaluate(
     )  # fmt: skip
     streams, cal_g, test_g = built.streams, built.cal_groups, built.test_groups
     L = stream_length
-
-    # Embed every distinct text once; the space is fitted on the calibration
-    # half of the benign pool only.
-    texts = built.texts
-    emb = embed_texts(embedder, texts, progress("embed", len(texts)) if progress else None)
-    if space is None:
-        cal_texts = sorted({i for members in cal_g.values() for i in members})
-        sp = settings.space
-        space = Space.fit(
-            emb[cal_texts],
-            levels=settings.sketch.levels,
-            seed=sp.seed,
-            niter=sp.niter,
-            min_points_per_cell=sp.min_points_per_cell,
-            model_id=embedder.model_id,
-        )
-    space.configure(settings.space)  # cells as the service would find them
-    cells = space.assign(emb)
-
-    total = sum(len(s.texts) for s in streams)
-    bar = progress("sketch", total) if progress else None
-    rows = run_streams(space, settings, streams, texts, cells, emb=emb, progress=bar)
-    names = SketchStore(levels=space.levels).feature_names
-    signals = Signals(space, names, strays=settings.sketch.strays)
+    sk = sketch_streams(built, embedder, settings, space=space, progress=progress)
+    texts, emb, space, rows, signals = built.texts, sk.emb, sk.space, sk.rows, sk.signals
 
     cal_rows = [r for s, r in zip(streams, rows, strict=True) if s.kind == "calibration"]
     half = len(cal_rows) // 2
