@@ -32,29 +32,31 @@ if [[ "${1:-}" == "--strays" ]]; then
     done
     exit 0
 fi
-if [[ "${1:-}" == "--fpr" ]]; then
-    shift
+# runs_2000 PREFIX ENV FLAG [eval args...]: for each seed and length, the
+# default scorer with 2000 held-out clients into out/fpr2000-s<seed>-<length>/,
+# then again with the environment setting ENV and eval flag FLAG (either may
+# be empty) into out/PREFIX-s<seed>-<length>/.
+runs_2000() {
+    local prefix="$1" env="$2" flag="$3"
+    shift 3
     for seed in 0 7; do
         for n in 200 1500; do
-            spanwatch eval "${common[@]}" --clients 2000 --seed "$seed" \
-                --stream-length "$n" --report "out/fpr2000-s$seed-$n" "$@"
-            SPANWATCH_SKETCH__STRAYS=true spanwatch eval "${common[@]}" --clients 2000 \
-                --seed "$seed" --stream-length "$n" --report "out/fpr2000-strays-s$seed-$n" "$@"
+            local at=(--clients 2000 --seed "$seed" --stream-length "$n")
+            spanwatch eval "${common[@]}" "${at[@]}" --report "out/fpr2000-s$seed-$n" "$@"
+            env ${env:+"$env"} spanwatch eval "${common[@]}" "${at[@]}" ${flag:+$flag} \
+                --report "out/$prefix-s$seed-$n" "$@"
         done
     done
+}
+if [[ "${1:-}" == "--fpr" ]]; then
+    shift
+    runs_2000 fpr2000-strays SPANWATCH_SKETCH__STRAYS=true "" "$@"
     python bench/detection/table.py --fpr
     exit 0
 fi
 if [[ "${1:-}" == "--confident" ]]; then
     shift
-    for seed in 0 7; do
-        for n in 200 1500; do
-            spanwatch eval "${common[@]}" --clients 2000 --seed "$seed" \
-                --stream-length "$n" --report "out/fpr2000-s$seed-$n" "$@"
-            spanwatch eval "${common[@]}" --clients 2000 --seed "$seed" --confidence 0.9 \
-                --stream-length "$n" --report "out/fpr2000-c90-s$seed-$n" "$@"
-        done
-    done
+    runs_2000 fpr2000-c90 "" "--confidence 0.9" "$@"
     python bench/detection/table.py --confident
     exit 0
 fi

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from spanwatch.calibrate import wilson_interval
@@ -66,26 +67,29 @@ def table(long: Path, short: Path) -> None:
     )
 
 
+def _runs_2000(base: Path, second: tuple[str, str]) -> Iterator[tuple[str, Any, Any, str]]:
+    """The 2000-client runs per seed and stream length: the default one and
+    `second` (its label and folder prefix), with "seed / queries", the
+    report, the details and the benign rate with its 95% Wilson interval."""
+    for seed in (0, 7):
+        for n in (200, 1500):
+            for name, prefix in (("default", "fpr2000"), second):
+                r, det = _load(base / f"{prefix}-s{seed}-{n}")
+                k = round(r["benign_fpr"] * r["n_clients"])
+                lo, hi = wilson_interval(k, r["n_clients"])
+                rate = f"{r['benign_fpr']:.2%} of {r['n_clients']} ({lo:.2%}-{hi:.2%})"
+                yield f"{seed} / {n} | {name}", r, det, rate
+
+
 def fpr_table(base: Path) -> None:
     """Held-out benign false positives of the 2000-client runs, without and
     with the stray tracker, with a 95% Wilson interval, and the family of
     main interest with the highest rate."""
     print("| seed / queries | scorer | benign alerted (95% interval) | worst family |")
     print("|---|---|---:|---|")
-    for seed in (0, 7):
-        for n in (200, 1500):
-            for name, d in (
-                ("default", f"fpr2000-s{seed}-{n}"),
-                ("strays", f"fpr2000-strays-s{seed}-{n}"),
-            ):
-                r, det = _load(base / d)
-                k = round(r["benign_fpr"] * r["n_clients"])
-                lo, hi = wilson_interval(k, r["n_clients"])
-                fam, v = max(det["benign_fpr_by_family"].items(), key=lambda x: x[1]["fpr"])
-                print(
-                    f"| {seed} / {n} | {name} | {r['benign_fpr']:.2%} of {r['n_clients']} "
-                    f"({lo:.2%}-{hi:.2%}) | {fam} {v['fpr']:.1%} of {v['clients']} |"
-                )
+    for label, _, det, rate in _runs_2000(base, ("strays", "fpr2000-strays")):
+        fam, v = max(det["benign_fpr_by_family"].items(), key=lambda x: x[1]["fpr"])
+        print(f"| {label} | {rate} | {fam} {v['fpr']:.1%} of {v['clients']} |")
 
 
 def confident_table(base: Path) -> None:
@@ -97,23 +101,14 @@ def confident_table(base: Path) -> None:
         "| bound (90%) | harvester: alerted, median | mixed 10% | mixed 25% |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for seed in (0, 7):
-        for n in (200, 1500):
-            for name, d in (
-                ("on average", f"fpr2000-s{seed}-{n}"),
-                ("confidence 0.9", f"fpr2000-c90-s{seed}-{n}"),
-            ):
-                r, det = _load(base / d)
-                k = round(r["benign_fpr"] * r["n_clients"])
-                lo, hi = wilson_interval(k, r["n_clients"])
-                h = r["queries_to_detect"]["harvester"]["median"]
-                print(
-                    f"| {seed} / {n} | {name} | {det['threshold']:.1f} "
-                    f"| {r['benign_fpr']:.2%} ({lo:.2%}-{hi:.2%}) "
-                    f"| {det['benign_fpr_bound']['rate']:.2%} "
-                    f"| {r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'} "
-                    f"| {r['mixed_tpr']['0.10']:.0%} | {r['mixed_tpr']['0.25']:.0%} |"
-                )
+    for label, r, det, rate in _runs_2000(base, ("confidence 0.9", "fpr2000-c90")):
+        h = r["queries_to_detect"]["harvester"]["median"]
+        print(
+            f"| {label.replace('default', 'on average')} | {det['threshold']:.1f} | {rate} "
+            f"| {det['benign_fpr_bound']['rate']:.2%} "
+            f"| {r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'} "
+            f"| {r['mixed_tpr']['0.10']:.0%} | {r['mixed_tpr']['0.25']:.0%} |"
+        )
 
 
 def main(root: str = "out") -> None:
