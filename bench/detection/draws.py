@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 import numpy as np
 
-from spanwatch.calibrate import fit_calibration
+from spanwatch.calibrate import (
+    Calibration,
+    Signals,
+    conformal_quantile,
+    evidence_ratio,
+    fit_calibration,
+)
 from spanwatch.config import load_settings
 from spanwatch.detector import Detector
-from spanwatch.evaluate import _auc, _first_alert, build_streams, load_pool, sketch_streams
+from spanwatch.evaluate import F64, _auc, build_streams, load_pool, sketch_streams
 
 KINDS = ("harvester", "mixed_0.05", "mixed_0.10", "mixed_0.25", "mixed_same_0.10")
 
@@ -40,6 +47,13 @@ def main() -> None:
     ap.add_argument("--attackers", type=int, default=100)
     ap.add_argument("--ref", type=int, default=400, help="clients per half of one calibration")
     ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument(
+        "--bag",
+        type=int,
+        default=0,
+        metavar="B",
+        help="also: evidence averaged over B calibrations on random halves of the reference",
+    )
     ap.add_argument("--target-fpr", type=float, default=0.005)
     args = ap.parse_args()
     if 2 * args.ref > args.calibration_clients:
@@ -59,50 +73,100 @@ def main() -> None:
     pairs = list(zip(built.streams, sk.rows, strict=True))
     scored = [(s.kind, r) for s, r in pairs if s.kind != "calibration"]
     rng = np.random.default_rng([args.seed, 2])
-    table: dict[str, list[float]] = {}
+    bag_rng = np.random.default_rng([args.seed, 3])  # the draws are the same with or without
+    tables: dict[str, dict[str, list[float]]] = {}
+    fit = {
+        "every": settings.scoring.checkpoint_every,
+        "target_fpr": args.target_fpr,
+        "drift": settings.scoring.drift,
+        "max_surprise": settings.scoring.max_surprise,
+    }
     for i in range(args.draws):
         pick = rng.permutation(len(cal_rows))
-        cal = fit_calibration(
-            sk.signals,
-            [cal_rows[j] for j in pick[: args.ref]],
-            [cal_rows[j] for j in pick[args.ref : 2 * args.ref]],
-            every=settings.scoring.checkpoint_every,
-            target_fpr=args.target_fpr,
-            drift=settings.scoring.drift,
-            max_surprise=settings.scoring.max_surprise,
-        )
-        peaks: dict[str, list[float]] = {}
-        first: dict[str, list[float]] = {}
-        for kind, rows in scored:
-            pk, ft, _, _ = _first_alert(cal, sk.signals, rows)
-            peaks.setdefault(kind, []).append(pk)
-            first.setdefault(kind, []).append(ft)
-        benign = np.array(peaks["benign"])
-        row = {"threshold": cal.threshold}
-        row["benign alerted"] = float(np.mean(benign >= cal.threshold))
-        for kind in KINDS:
-            pk_k, ft_k = np.array(peaks[kind]), np.array(first[kind])
-            row[f"{kind} alerted"] = float(np.mean(~np.isnan(ft_k)))
-            row[f"{kind} AUC"] = _auc(benign, pk_k)
-        ft_h = np.array(first["harvester"])
-        hit = ft_h[~np.isnan(ft_h)]
-        row["harvester median queries"] = float(np.median(hit)) if len(hit) else np.nan
-        for k, v in row.items():
-            table.setdefault(k, []).append(v)
+        ref = [cal_rows[j] for j in pick[: args.ref]]
+        thr = [cal_rows[j] for j in pick[args.ref : 2 * args.ref]]
+        cal = fit_calibration(sk.signals, ref, thr, **fit)  # type: ignore[arg-type]
+        ways = {"one calibration (as eval)": ([cal], cal.threshold)}
+        if args.bag:
+            # B calibrations, each on a random half of the reference clients;
+            # a client's evidence is the mean of its B ratios. Cross-fitted as
+            # eval's threshold is: the threshold clients' peaks against bags of
+            # the reference clients, and the other way round.
+            bags = _bags(ref, thr, args.bag, bag_rng, sk.signals, fit)
+            swapped = _bags(thr, ref, args.bag, bag_rng, sk.signals, fit)
+            peaks = [float(_mean_ratio(bags, sk.signals, r).max()) for r in thr]
+            peaks += [float(_mean_ratio(swapped, sk.signals, r).max()) for r in ref]
+            ways[f"mean of {args.bag} half-reference calibrations"] = (
+                bags,
+                conformal_quantile(peaks, args.target_fpr),
+            )
+        for way, (cals, threshold) in ways.items():
+            row = _measure(cals, threshold, sk.signals, scored)
+            for k, v in row.items():
+                tables.setdefault(way, {}).setdefault(k, []).append(v)
         print(f"draw {i + 1} of {args.draws}: threshold {cal.threshold:.2f}", flush=True)
     print(
         f"\nseed {args.seed}, {args.stream_length} queries, {args.draws} calibrations of "
         f"{args.ref} + {args.ref} clients drawn from {args.calibration_clients}; "
         f"{args.clients} held-out benign clients, {args.attackers} per attack kind\n"
     )
-    print("| metric | mean | sd | min | max |")
-    print("|---|---:|---:|---:|---:|")
-    for k, v in table.items():
-        a = np.array(v, dtype=np.float64)
-        pct = "alerted" in k
-        f = (lambda x: f"{x:.1%}") if pct else (lambda x: f"{x:.3g}")
-        stats = (np.nanmean(a), np.nanstd(a), np.nanmin(a), np.nanmax(a))
-        print(f"| {k} | " + " | ".join(f(x) for x in stats) + " |")
+    for way, table in tables.items():
+        print(f"{way}:\n")
+        print("| metric | mean | sd | min | max |")
+        print("|---|---:|---:|---:|---:|")
+        for k, v in table.items():
+            a = np.array(v, dtype=np.float64)
+            f = (lambda x: f"{x:.1%}") if "alerted" in k else (lambda x: f"{x:.3g}")
+            stats = (np.nanmean(a), np.nanstd(a), np.nanmin(a), np.nanmax(a))
+            print(f"| {k} | " + " | ".join(f(x) for x in stats) + " |")
+        print()
+
+
+def _bags(
+    ref: list[F64],
+    thr: list[F64],
+    b: int,
+    rng: np.random.Generator,
+    signals: Signals,
+    fit: dict[str, Any],
+) -> list[Calibration]:
+    """b calibrations, each with reference tables from a random half of `ref`."""
+    half = len(ref) // 2
+    return [
+        fit_calibration(
+            signals, [ref[j] for j in rng.permutation(len(ref))[:half]], thr, cross_fit=False, **fit
+        )
+        for _ in range(b)
+    ]
+
+
+def _mean_ratio(cals: list[Calibration], signals: Signals, rows: F64) -> F64:
+    """A client's evidence ratio at each checkpoint, averaged over `cals`."""
+    return np.mean([evidence_ratio(c, signals, rows) for c in cals], axis=0)
+
+
+def _measure(
+    cals: list[Calibration], threshold: float, signals: Signals, scored: list[tuple[str, F64]]
+) -> dict[str, float]:
+    """Alert rates, AUCs against the benign clients and the harvesters'
+    median queries to detect, for evidence averaged over `cals`."""
+    peaks: dict[str, list[float]] = {}
+    first: dict[str, list[float]] = {}
+    for kind, rows in scored:
+        ratio = _mean_ratio(cals, signals, rows)
+        hit = np.flatnonzero(ratio >= threshold)
+        peaks.setdefault(kind, []).append(float(ratio.max()) if len(ratio) else 0.0)
+        at = float(rows[hit[0], signals.col["count"]]) if len(hit) else np.nan
+        first.setdefault(kind, []).append(at)
+    benign = np.array(peaks["benign"])
+    row = {"threshold": threshold, "benign alerted": float(np.mean(benign >= threshold))}
+    for kind in KINDS:
+        row[f"{kind} alerted"] = float(np.mean(~np.isnan(np.array(first[kind]))))
+        row[f"{kind} AUC"] = _auc(benign, np.array(peaks[kind]))
+    hit_h = np.array(first["harvester"])
+    hit_h = hit_h[~np.isnan(hit_h)]
+    row["harvester median queries"] = float(np.median(hit_h)) if len(hit_h) else np.nan
+    return row
 
 
 if __name__ == "__main__":
