@@ -548,7 +548,9 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     assert det.space is not None
     peaks = det.calibration_peaks
     held_peaks = np.array(list(det.peaks(held).values())) if held else np.zeros(0)
-    png = plot_tune(peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"), held_peaks)
+    png = plot_tune(
+        peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"), held_peaks, args.confidence
+    )
     check = ""
     if len(held_peaks):
         k, n = int((held_peaks >= cal.threshold).sum()), len(held_peaks)

@@ -98,6 +98,7 @@ def plot_tune(
     target_fpr: float,
     out: Path,
     held: np.ndarray | None = None,
+    confidence: float | None = None,
 ) -> Path:
     """The benign clients' highest evidence, with the calibrated threshold,
     and the held-out clients' beside them when there are any."""
@@ -113,7 +114,8 @@ def plot_tune(
     ax.set_yscale("log")
     ax.set_xlabel("highest evidence ratio (CUSUM / benign envelope) over the stream")
     ax.set_ylabel("benign clients")
-    ax.set_title(f"Calibration on your traffic (target FPR {target_fpr:.2%})")
+    how = f"with confidence {confidence:g}" if confidence else "on average"
+    ax.set_title(f"Calibration on your traffic (target FPR {target_fpr:.2%} {how})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
