@@ -32,7 +32,7 @@ from spanwatch.calibrate import (
 )
 from spanwatch.config import load_settings
 from spanwatch.detector import Detector
-from spanwatch.evaluate import F64, _auc, build_streams, load_pool, sketch_streams
+from spanwatch.evaluate import F64, _auc, _qtd, build_streams, load_pool, sketch_streams
 
 KINDS = ("harvester", "mixed_0.05", "mixed_0.10", "mixed_0.25", "mixed_same_0.10")
 
@@ -58,6 +58,8 @@ def main() -> None:
     args = ap.parse_args()
     if 2 * args.ref > args.calibration_clients:
         ap.error("--ref must be at most half of --calibration-clients")
+    if args.draws < 1 or args.bag < 0:
+        ap.error("--draws must be at least 1 and --bag at least 0")
     os.environ.setdefault("SPANWATCH_SECRET_KEY", "detection-bench")
     settings = load_settings(None)
     pools = {n: load_pool(f"{args.pools}/{n}.jsonl") for n in ("benign", "attack", "templates")}
@@ -69,13 +71,13 @@ def main() -> None:
     )  # fmt: skip
     print(f"sketching {len(built.streams)} streams ...", flush=True)
     sk = sketch_streams(built, Detector(settings).embedder, settings)
-    cal_rows = [r for s, r in zip(built.streams, sk.rows, strict=True) if s.kind == "calibration"]
     pairs = list(zip(built.streams, sk.rows, strict=True))
+    cal_rows = [r for s, r in pairs if s.kind == "calibration"]
     scored = [(s.kind, r) for s, r in pairs if s.kind != "calibration"]
     rng = np.random.default_rng([args.seed, 2])
     bag_rng = np.random.default_rng([args.seed, 3])  # the draws are the same with or without
     tables: dict[str, dict[str, list[float]]] = {}
-    fit = {
+    fit: dict[str, Any] = {
         "every": settings.scoring.checkpoint_every,
         "target_fpr": args.target_fpr,
         "drift": settings.scoring.drift,
@@ -85,7 +87,7 @@ def main() -> None:
         pick = rng.permutation(len(cal_rows))
         ref = [cal_rows[j] for j in pick[: args.ref]]
         thr = [cal_rows[j] for j in pick[args.ref : 2 * args.ref]]
-        cal = fit_calibration(sk.signals, ref, thr, **fit)  # type: ignore[arg-type]
+        cal = fit_calibration(sk.signals, ref, thr, **fit)
         ways = {"one calibration (as eval)": ([cal], cal.threshold)}
         if args.bag:
             # B calibrations, each on a random half of the reference clients;
@@ -163,9 +165,8 @@ def _measure(
     for kind in KINDS:
         row[f"{kind} alerted"] = float(np.mean(~np.isnan(np.array(first[kind]))))
         row[f"{kind} AUC"] = _auc(benign, np.array(peaks[kind]))
-    hit_h = np.array(first["harvester"])
-    hit_h = hit_h[~np.isnan(hit_h)]
-    row["harvester median queries"] = float(np.median(hit_h)) if len(hit_h) else np.nan
+    median = _qtd(np.array(first["harvester"]))["median"]
+    row["harvester median queries"] = np.nan if median is None else median
     return row
 
 

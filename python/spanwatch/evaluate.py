@@ -540,6 +540,7 @@ def evaluate(
     benign_streams = [st for st in streams if st.kind == "benign"]
     for st, ft in zip(benign_streams, ft_arr["benign"], strict=True):
         families.setdefault(st.family, []).append(not np.isnan(ft))
+    bound_at = confidence or 0.9  # the bound is reported at the confidence asked for
     details = {
         "benign_fpr_by_family": {
             f: {"clients": len(v), "fpr": float(np.mean(v))} for f, v in sorted(families.items())
@@ -560,8 +561,8 @@ def evaluate(
         "confidence": confidence,
         # what the calibration's own peaks say the benign rate is at most
         "benign_fpr_bound": {
-            "confidence": confidence or 0.9,
-            "rate": fpr_bound(cal.peaks, cal.threshold, confidence or 0.9),
+            "confidence": bound_at,
+            "rate": fpr_bound(cal.peaks, cal.threshold, bound_at),
         },
         "calibration_clients": {"reference": cal.clients_ref, "threshold": cal.clients_threshold},
         "attackers_per_scenario": n_attackers,
