@@ -54,6 +54,13 @@ def main() -> None:
         metavar="B",
         help="also: evidence averaged over B calibrations on random halves of the reference",
     )
+    ap.add_argument(
+        "--bags",
+        type=int,
+        default=0,
+        metavar="B",
+        help="also: the scoring's own bags (scoring.bags = B), surprise averaged over B tables",
+    )
     ap.add_argument("--target-fpr", type=float, default=0.005)
     args = ap.parse_args()
     if 2 * args.ref > args.calibration_clients:
@@ -102,6 +109,9 @@ def main() -> None:
                 bags,
                 conformal_quantile(peaks, args.target_fpr),
             )
+        if args.bags:
+            bagged = fit_calibration(sk.signals, ref, thr, bags=args.bags, seed=i, **fit)
+            ways[f"scoring.bags = {args.bags}"] = ([bagged], bagged.threshold)
         for way, (cals, threshold) in ways.items():
             row = _measure(cals, threshold, sk.signals, scored)
             for k, v in row.items():

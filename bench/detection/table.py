@@ -3,7 +3,8 @@ out/eval-1500 and out/eval-200 (seed 0), and, when present, the same two
 runs at a second seed (out/eval-seed7-1500, out/eval-seed7-200). With
 `--fpr`, the benign false-positive rates of `run.sh --fpr`'s runs
 (out/fpr2000-*); with `--confident`, `run.sh --confident`'s runs, the plain
-threshold beside the one with confidence 0.9."""
+threshold beside the one with confidence 0.9; with `--bags`, `run.sh --bags`'s
+runs, one set of reference tables beside eight."""
 
 from __future__ import annotations
 
@@ -111,12 +112,34 @@ def confident_table(base: Path) -> None:
         )
 
 
+def bags_table(base: Path) -> None:
+    """Per seed and stream length: one set of reference tables against the
+    surprise averaged over 8 bags, on 2000 held-out benign clients."""
+    print(
+        "| seed / queries | tables | threshold | benign alerted (95% interval) "
+        "| harvester: alerted, median | mixed 5% | mixed 10% | mixed 25% "
+        "| same-style 10% | AUC, mixed 10% |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, r, det, rate in _runs_2000(base, ("8 bags", "fpr2000-bags8")):
+        h = r["queries_to_detect"]["harvester"]["median"]
+        mixed = " | ".join(f"{r['mixed_tpr'][f]:.0%}" for f in ("0.05", "0.10", "0.25"))
+        print(
+            f"| {label.replace('default', 'one')} | {det['threshold']:.2f} | {rate} "
+            f"| {r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'} | {mixed} "
+            f"| {det['same_style_mixed_tpr']['0.10']:.0%} | {det['auc']['mixed_0.10']:.3f} |"
+        )
+
+
 def main(root: str = "out") -> None:
     if root == "--fpr":
         fpr_table(Path("out"))
         return
     if root == "--confident":
         confident_table(Path("out"))
+        return
+    if root == "--bags":
+        bags_table(Path("out"))
         return
     base = Path(root)
     table(base / "eval-1500", base / "eval-200")

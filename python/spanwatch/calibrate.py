@@ -42,9 +42,13 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 FORMAT = "spanwatch-calibration"
-VERSION = 1
+VERSION = 2
+# Version 1 files hold one set of reference tables, without the bag axis.
+READABLE = (1, 2)
 # Most reference values kept per signal and checkpoint.
 MAX_REF = 1024
+# Reference values compared at once when p-values are computed (bounds memory).
+CHUNK = 1 << 20
 
 
 class Signals:
@@ -102,9 +106,11 @@ class Calibration:
     signals: list[str]
     directions: list[str]
     levels: list[int]
-    tables: F64  # (checkpoints, signals, values), each row sorted, NaN-padded
-    sizes: npt.NDArray[np.int64]  # (checkpoints, signals) values in each row
-    scales: F64  # (checkpoints, signals) robust spread of the benign values
+    # (bags, checkpoints, signals, values): each row sorted, NaN-padded; one
+    # set of tables per bag of reference clients
+    tables: F64
+    sizes: npt.NDArray[np.int64]  # (bags, checkpoints, signals) values in each row
+    scales: F64  # (bags, checkpoints, signals) robust spread of the benign values
     drift: float
     threshold: float
     target_fpr: float
@@ -124,6 +130,9 @@ class Calibration:
     group_sums: F64 = field(default_factory=lambda: np.zeros(0))
     # the threshold clients' peaks the threshold was drawn from (not saved)
     peaks: list[float] = field(default_factory=list)
+    # (bags, reference clients): which bags' tables hold each reference
+    # client (not saved)
+    held: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
 
     def group_threshold(self, k: int) -> float:
         """What the summed alarm shares of k linked accounts must reach for
@@ -136,51 +145,81 @@ class Calibration:
         n = len(self.group_sums)
         return float(self.group_sums[k - 1] if k <= n else self.group_sums[-1] * k / n)
 
+    @property
+    def bags(self) -> int:
+        """How many sets of reference tables the evidence is averaged over."""
+        return int(self.tables.shape[0])
+
     def _index(self, counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         k = counts // self.every - 1
-        return np.clip(k, 0, len(self.tables) - 1)
+        return np.clip(k, 0, self.tables.shape[1] - 1)
 
     def pvalues(self, counts: npt.NDArray[np.int64], values: F64) -> F64:
-        """Tail p-values, (m, signals): the smoothed empirical p inside the
-        benign range, and beyond it a normal tail on the robust spread of the
-        benign values, anchored at the extreme, so a value far outside what
-        any benign client did gets a p-value far below 1 / (N + 1)."""
+        """Tail p-values, (m, signals), the geometric mean over the bags of
+        `bag_pvalues`."""
+        if self.bags == 1:
+            return self.bag_pvalues(0, counts, values)
+        logs = [np.log(self.bag_pvalues(b, counts, values)) for b in range(self.bags)]
+        return np.asarray(np.exp(np.mean(logs, axis=0)), dtype=np.float64)
+
+    def bag_pvalues(self, b: int, counts: npt.NDArray[np.int64], values: F64) -> F64:
+        """Tail p-values, (m, signals), against bag b's tables: the smoothed
+        empirical p inside the benign range, and beyond it a normal tail on
+        the robust spread of the benign values, anchored at the extreme, so a
+        value far outside what any benign client did gets a p-value far
+        below 1 / (N + 1)."""
         idx = self._index(counts)
         out = np.ones_like(values)
-        for j, direction in enumerate(self.directions):
-            for k in np.unique(idx):
-                sel = idx == k
-                size = int(self.sizes[k, j])
-                if size == 0:
-                    continue
-                ref = self.tables[k, j, :size]
-                scale = float(self.scales[k, j])
-                x = values[sel, j]
-                below = np.searchsorted(ref, x, side="right")  # ref <= x
-                above = size - np.searchsorted(ref, x, side="left")  # ref >= x
-                floor = 1.0 / (size + 1)
-                up = np.where(
-                    x > ref[-1], floor * 2 * _norm_sf((x - ref[-1]) / scale), (above + 1) * floor
-                )
-                if direction == "up":
-                    p = up
-                else:
-                    low = np.where(
-                        x < ref[0], floor * 2 * _norm_sf((ref[0] - x) / scale), (below + 1) * floor
-                    )
-                    p = np.minimum(1.0, 2 * np.minimum(low, up))
-                out[sel, j] = np.where(np.isnan(x), 1.0, np.maximum(p, 1e-300))
+        two = np.array([d == "two" for d in self.directions])
+        step = max(1, CHUNK // max(1, self.tables.shape[2] * self.tables.shape[3]))
+        for lo in range(0, len(values), step):
+            rows = slice(lo, lo + step)
+            out[rows] = self._chunk_pvalues(b, idx[rows], values[rows], two)
         return out
 
-    def surprise(self, counts: npt.NDArray[np.int64], values: F64) -> tuple[F64, F64]:
+    def _chunk_pvalues(
+        self, b: int, idx: npt.NDArray[np.int64], x: F64, two: npt.NDArray[np.bool_]
+    ) -> F64:
+        ref = self.tables[b, idx]  # (rows, signals, values), NaN past each size
+        size = self.sizes[b, idx]
+        scale = self.scales[b, idx]
+        below = (ref <= x[:, :, None]).sum(axis=2)  # NaN padding compares false
+        above = (ref >= x[:, :, None]).sum(axis=2)
+        first = ref[:, :, 0]
+        last = np.take_along_axis(ref, np.maximum(size - 1, 0)[:, :, None], axis=2)[:, :, 0]
+        floor = 1.0 / (size + 1)
+        with np.errstate(invalid="ignore"):
+            up = np.where(x > last, floor * 2 * _norm_sf((x - last) / scale), (above + 1) * floor)
+            low = np.where(
+                x < first, floor * 2 * _norm_sf((first - x) / scale), (below + 1) * floor
+            )
+        p = np.where(two, np.minimum(1.0, 2 * np.minimum(low, up)), up)
+        return np.where(np.isnan(x) | (size == 0), 1.0, np.maximum(p, 1e-300))
+
+    def surprise(
+        self,
+        counts: npt.NDArray[np.int64],
+        values: F64,
+        among: npt.NDArray[np.bool_] | None = None,
+    ) -> tuple[F64, F64]:
         """Per checkpoint, -ln of the Bonferroni-adjusted smallest p-value
-        (0 when nothing is unusual), and the p-values themselves."""
-        p = self.pvalues(counts, values)
-        m = p.shape[1]
-        z = -np.log(np.minimum(1.0, m * p.min(axis=1)))
-        # One checkpoint cannot carry a client over the line on its own:
-        # outliers among benign clients would otherwise set the threshold.
-        return np.minimum(z, self.max_surprise), p
+        (0 when nothing is unusual), averaged over the bags (or the bags
+        `among` selects), and the p-values (their geometric mean). A broad
+        benign user in one bag's reference caps how small a p-value can get
+        against it; the bags without that user let an unusual client's
+        evidence through."""
+        picked = range(self.bags) if among is None else np.flatnonzero(among).tolist()
+        zs, logs = [], []
+        for b in picked:
+            p = self.bag_pvalues(b, counts, values)
+            z = -np.log(np.minimum(1.0, p.shape[1] * p.min(axis=1)))
+            # One checkpoint cannot carry a client over the line on its own:
+            # outliers among benign clients would otherwise set the threshold.
+            zs.append(np.minimum(z, self.max_surprise))
+            logs.append(np.log(p))
+        if len(zs) == 1:
+            return zs[0], p
+        return np.mean(zs, axis=0), np.exp(np.mean(logs, axis=0))
 
     def bound(self, counts: npt.NDArray[np.int64] | int, threshold: float | None = None) -> F64:
         """The alarm bound on the CUSUM at these query counts: the threshold
@@ -193,7 +232,9 @@ class Calibration:
     def bounds(self, count: int, j: int, tail: float = 0.01) -> tuple[float, float]:
         """Benign values at the lower and upper `tail` of signal j at `count`."""
         k = int(self._index(np.array([count]))[0])
-        ref = self.tables[k, j, : int(self.sizes[k, j])]
+        ref = np.concatenate(
+            [self.tables[b, k, j, : int(self.sizes[b, k, j])] for b in range(self.bags)]
+        )
         return float(np.quantile(ref, tail)), float(np.quantile(ref, 1 - tail))
 
     def reasons(self, count: int, values: F64, p: F64, limit: int = 3) -> list[Reason]:
@@ -264,8 +305,12 @@ class Calibration:
                     if "group_sums.npy" in z.namelist()
                     else np.zeros(0)
                 )
-            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            if meta.get("format") != FORMAT or meta.get("version") not in READABLE:
                 raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
+            if meta["version"] == 1:
+                tables, sizes, scales = tables[None], sizes[None], scales[None]
+            if not (tables.ndim == 4 and sizes.shape == scales.shape == tables.shape[:3]):
+                raise ValueError(f"tables of shape {tables.shape}, sizes {sizes.shape}")
             return cls(
                 every=int(meta["every"]),
                 signals=list(meta["signals"]),
@@ -346,6 +391,8 @@ def fit_calibration(
     max_surprise: float = 50.0,
     cross_fit: bool = True,
     confidence: float | None = None,
+    bags: int = 1,
+    seed: int = 0,
 ) -> Calibration:
     """Reference tables from `ref_rows` (one array of checkpoint rows per
     benign client), then the threshold from the other clients in `thr_rows`:
@@ -358,12 +405,90 @@ def fit_calibration(
     the one of `conformal_quantile` with it."""
     _check_target(target_fpr)
     _check_confidence(confidence)
+    if bags < 1:
+        raise ConfigError(f"bags must be at least 1, got {bags}")
     if len(ref_rows) < 10 or len(thr_rows) < 10:
         raise ConfigError("calibration needs at least 20 benign clients (10 per split)")
     count_col = signals.col["count"]
     k_max = max(int(r[-1, count_col]) // every for r in ref_rows if len(r))
     if k_max < 1:
         raise ConfigError(f"benign clients must reach {every} queries to calibrate")
+    m, n = len(signals.names), len(ref_rows)
+    # member[b, i]: bag b's tables hold reference client i. With more than
+    # one bag, each holds a random half, so a broad benign user is missing
+    # from about half of them.
+    member = np.ones((1, n), dtype=bool)
+    if bags > 1:
+        rng = np.random.default_rng(seed)
+        member = np.zeros((bags, n), dtype=bool)
+        for b in range(bags):
+            member[b, rng.permutation(n)[: n // 2]] = True
+    per_bag = [
+        _tables(signals, [ref_rows[i] for i in np.flatnonzero(held)], every, k_max)
+        for held in member
+    ]
+    width = max(t.shape[2] for t, _, _ in per_bag)
+    tables = np.full((len(member), k_max, m, width), np.nan)
+    for b, (t, _, _) in enumerate(per_bag):
+        tables[b, :, :, : t.shape[2]] = t
+    sizes = np.stack([sz for _, sz, _ in per_bag])
+    scales = np.stack([sc for _, _, sc in per_bag])
+    cal = Calibration(
+        every=every,
+        signals=list(signals.names),
+        directions=list(signals.directions),
+        levels=list(signals.space.levels),
+        tables=tables,
+        sizes=sizes,
+        scales=scales,
+        drift=drift if drift is not None else 0.0,
+        threshold=math.inf,
+        target_fpr=target_fpr,
+        stream_length=stream_length,
+        clients_ref=len(ref_rows),
+        clients_threshold=len(thr_rows),
+        max_surprise=max_surprise,
+        confidence=confidence,
+    )
+    # The drift and the envelope describe the reference clients as the tables
+    # see them: each against the bags that hold it (with one bag, all of
+    # them). Against every bag they would look as unusual as clients the
+    # tables never saw, and a higher drift would absorb the evidence of a
+    # moderately unusual client.
+    ref_z = [
+        cal.surprise(
+            r[:, count_col].astype(np.int64), signals.matrix(r), held if held.any() else None
+        )[0]
+        for r, held in zip(ref_rows, member.T, strict=True)
+    ]
+    if drift is None:
+        cal.drift = float(np.quantile(np.concatenate(ref_z), drift_quantile))
+    counts = [r[:, count_col].astype(np.int64) for r in ref_rows]
+    cal.held = member
+    cal.envelope = _envelope(ref_z, counts, cal.drift, every, k_max)
+    peaks = [max_evidence(cal, signals, rows) for rows in thr_rows]
+    if cross_fit:
+        # The reference clients scored against tables of the other half: each
+        # peak is out of sample, so twice as many set the threshold, and the
+        # second-highest of 400 broad benign users no longer decides it alone.
+        swapped = fit_calibration(
+            signals, thr_rows, ref_rows, every=every, target_fpr=target_fpr,
+            drift=drift, drift_quantile=drift_quantile, stream_length=stream_length,
+            max_surprise=max_surprise, cross_fit=False, bags=bags, seed=seed + 1,
+        )  # fmt: skip
+        peaks += swapped.peaks
+        cal.clients_threshold = len(peaks)
+    cal.peaks = peaks
+    cal.threshold = max(conformal_quantile(peaks, target_fpr, confidence), 1e-6)
+    return cal
+
+
+def _tables(
+    signals: Signals, ref_rows: Sequence[F64], every: int, k_max: int
+) -> tuple[F64, npt.NDArray[np.int64], F64]:
+    """One set of reference tables, (checkpoints, signals, values) sorted and
+    NaN-padded, with the number of values and the robust spread of each."""
+    count_col = signals.col["count"]
     per_k: list[list[F64]] = [[] for _ in range(k_max)]
     for rows in ref_rows:
         if not len(rows):
@@ -372,7 +497,7 @@ def fit_calibration(
         for row, v in zip(rows, vals, strict=True):
             per_k[int(row[count_col]) // every - 1].append(v)
     m = len(signals.names)
-    width = min(MAX_REF, max(len(v) for v in per_k))
+    width = max(1, min(MAX_REF, max(len(v) for v in per_k)))
     tables = np.full((k_max, m, width), np.nan)
     sizes = np.zeros((k_max, m), dtype=np.int64)
     scales = np.ones((k_max, m))
@@ -399,44 +524,7 @@ def fit_calibration(
     for k in range(k_max - 2, -1, -1):  # leading checkpoints nobody reached
         if sizes[k].sum() == 0:
             tables[k], sizes[k], scales[k] = tables[k + 1], sizes[k + 1], scales[k + 1]
-    cal = Calibration(
-        every=every,
-        signals=list(signals.names),
-        directions=list(signals.directions),
-        levels=list(signals.space.levels),
-        tables=tables,
-        sizes=sizes,
-        scales=scales,
-        drift=drift if drift is not None else 0.0,
-        threshold=math.inf,
-        target_fpr=target_fpr,
-        stream_length=stream_length,
-        clients_ref=len(ref_rows),
-        clients_threshold=len(thr_rows),
-        max_surprise=max_surprise,
-        confidence=confidence,
-    )
-    if drift is None:
-        zs = [
-            cal.surprise(r[:, count_col].astype(np.int64), signals.matrix(r))[0] for r in ref_rows
-        ]
-        cal.drift = float(np.quantile(np.concatenate(zs), drift_quantile))
-    cal.envelope = _envelope(cal, signals, ref_rows, k_max)
-    peaks = [max_evidence(cal, signals, rows) for rows in thr_rows]
-    if cross_fit:
-        # The reference clients scored against tables of the other half: each
-        # peak is out of sample, so twice as many set the threshold, and the
-        # second-highest of 400 broad benign users no longer decides it alone.
-        swapped = fit_calibration(
-            signals, thr_rows, ref_rows, every=every, target_fpr=target_fpr,
-            drift=drift, drift_quantile=drift_quantile, stream_length=stream_length,
-            max_surprise=max_surprise, cross_fit=False,
-        )  # fmt: skip
-        peaks += swapped.peaks
-        cal.clients_threshold = len(peaks)
-    cal.peaks = peaks
-    cal.threshold = max(conformal_quantile(peaks, target_fpr, confidence), 1e-6)
-    return cal
+    return tables, sizes, scales
 
 
 def _check_target(target_fpr: float) -> None:
@@ -522,18 +610,20 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def _envelope(
-    cal: Calibration, signals: Signals, ref_rows: Sequence[F64], k_max: int, q: float = 0.999
+    zs: Sequence[F64],
+    counts: Sequence[npt.NDArray[np.int64]],
+    drift: float,
+    every: int,
+    k_max: int,
+    q: float = 0.999,
 ) -> F64:
-    """Per checkpoint, the q quantile of the reference clients' CUSUM, made
-    non-decreasing and at least 1."""
+    """Per checkpoint, the q quantile of the reference clients' CUSUM (from
+    their surprise `zs` at their query `counts`), made non-decreasing and at
+    least 1."""
     per_k: list[list[float]] = [[] for _ in range(k_max)]
-    for rows in ref_rows:
-        if not len(rows):
-            continue
-        counts = rows[:, signals.col["count"]].astype(np.int64)
-        z, _ = cal.surprise(counts, signals.matrix(rows))
-        for c, v in zip(counts, cusum(z, cal.drift), strict=True):
-            per_k[min(int(c) // cal.every - 1, k_max - 1)].append(float(v))
+    for z, cs in zip(zs, counts, strict=True):
+        for c, v in zip(cs, cusum(z, drift), strict=True):
+            per_k[min(int(c) // every - 1, k_max - 1)].append(float(v))
     env = np.array([np.quantile(v, q) if v else 0.0 for v in per_k])
     return np.maximum.accumulate(np.maximum(env, 1.0))
 

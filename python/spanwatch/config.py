@@ -141,6 +141,13 @@ class ScoringSettings(_Section):
     max_surprise: float = Field(
         default=50.0, gt=0.0, description="cap on one checkpoint's evidence (-ln p)"
     )
+    bags: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="reference table sets, each from a random half of the reference clients, "
+        "that the evidence is averaged over (calibration time; costs bags x the scoring)",
+    )
     coverage_threshold: float = Field(default=0.85, gt=0.0)
     informative_share: float = Field(default=0.5, gt=0.0, le=1.0)
     severity_steps: tuple[float, float] = (0.92, 0.97)

@@ -404,6 +404,7 @@ class Detector:
             stream_length=max((len(st.texts) for st in streams), default=0),
             max_surprise=self.config.scoring.max_surprise,
             confidence=confidence,
+            bags=self.config.scoring.bags,
         )
         self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
         cal.group_sums = group_sums(

@@ -507,6 +507,7 @@ def evaluate(
         stream_length=L,
         max_surprise=settings.scoring.max_surprise,
         confidence=confidence,
+        bags=settings.scoring.bags,
     )
 
     peaks: dict[str, list[float]] = {}
@@ -565,6 +566,7 @@ def evaluate(
             "rate": fpr_bound(cal.peaks, cal.threshold, bound_at),
         },
         "calibration_clients": {"reference": cal.clients_ref, "threshold": cal.clients_threshold},
+        "bags": cal.bags,
         "attackers_per_scenario": n_attackers,
         "space_levels": space.levels,
         "signals": cal.signals,

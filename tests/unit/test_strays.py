@@ -161,7 +161,7 @@ def test_a_mostly_zero_signal_gets_a_tail_as_wide_as_its_benign_tail(settings: o
     signals = Signals(space, names, strays=True)
     cal = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01)
     j = signals.names.index("stray_mass")
-    top = float(np.nanmax(cal.tables[1, j]))
+    top = float(np.nanmax(cal.tables[0, 1, j]))
 
     def p(value: float) -> float:
         row = np.zeros((1, len(names)))
@@ -169,7 +169,7 @@ def test_a_mostly_zero_signal_gets_a_tail_as_wide_as_its_benign_tail(settings: o
         row[0, col["cells_4"]] = row[0, col["cells_16"]] = 2
         return float(cal.pvalues(np.array([20]), signals.matrix(row))[0, j])
 
-    assert cal.scales[1, j] > 0.01  # the zeros' own spread would be 0.001
+    assert cal.scales[0, 1, j] > 0.01  # the zeros' own spread would be 0.001
     assert p(top * 1.1) > 1e-4  # just past the benign clients: unusual, not impossible
     assert p(top * 10) < p(top * 1.1) / 100  # far past them: far rarer
 

@@ -1,0 +1,155 @@
+"""Bagged reference tables (`scoring.bags`): each bag holds a random half of
+the reference clients, and a checkpoint's surprise is the mean over the
+bags, so one broad benign user caps an unusual client's evidence only in the
+bags that hold it."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from spanwatch._core import SketchStore
+from spanwatch.calibrate import Calibration, Signals, fit_calibration
+from spanwatch.errors import ConfigError
+from spanwatch.space import Space
+
+NAMES = SketchStore(secret=b"unit-test-secret", levels=[4, 16]).feature_names
+COL = {n: i for i, n in enumerate(NAMES)}
+
+
+def _client(singletons: float) -> npt.NDArray[np.float64]:
+    """Two checkpoints (10 and 20 queries) of a client whose only unusual
+    feature is its count of cells seen once."""
+    rows = np.zeros((2, len(NAMES)))
+    rows[:, COL["count"]] = [10, 20]
+    rows[:, COL["cells_4"]] = rows[:, COL["cells_16"]] = 2
+    rows[:, COL["kl_ref"]] = 1.0
+    rows[:, COL["singletons"]] = singletons
+    return rows
+
+
+Rows = list[npt.NDArray[np.float64]]
+
+
+def _setup(seed: int = 4) -> tuple[Signals, Rows, Rows]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(100, 3)).astype(np.float32)
+    signals = Signals(Space.fit(x, levels=[4, 16], niter=2), NAMES)
+    # 399 ordinary users, and one broad one far beyond them
+    ref = [_client(float(v)) for v in rng.normal(5, 1, size=399).round(1)] + [_client(30.0)]
+    thr = [_client(float(v)) for v in rng.normal(5, 1, size=400).round(1)]
+    return signals, ref, thr
+
+
+def _surprise(cal: Calibration, signals: Signals, singletons: float) -> float:
+    row = _client(singletons)[1:]
+    return float(cal.surprise(np.array([20]), signals.matrix(row))[0][0])
+
+
+def test_each_bag_holds_half_of_the_reference_clients() -> None:
+    signals, ref, thr = _setup()
+    one = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01)
+    eight = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=8)
+    j = signals.names.index("singletons")
+    assert one.bags == 1 and eight.bags == 8
+    assert (one.sizes[0, :, j] == 400).all()
+    assert (eight.sizes[:, :, j] == 200).all()
+    # the broad user (30) is in some bags and missing from others
+    tops = np.nanmax(eight.tables[:, 1, j], axis=1)
+    assert 0 < (tops == 30).sum() < 8
+
+
+def test_a_broad_reference_user_caps_the_evidence_only_where_it_is() -> None:
+    """A client at 25 singletons is below the broad user and far above every
+    other: against one table its p-value cannot fall below 2 / 401; the bags
+    without the broad user put it far out in the tail."""
+    signals, ref, thr = _setup()
+    one = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01)
+    eight = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=8)
+    m = len(signals.names)
+    assert _surprise(one, signals, 25.0) == pytest.approx(-np.log(m * 2 / 401), rel=1e-9)
+    assert _surprise(eight, signals, 25.0) > 2 * _surprise(one, signals, 25.0)
+    # an ordinary client stays unremarkable either way
+    assert _surprise(eight, signals, 5.0) == 0.0
+    # the geometric mean of the bags' p-values is what the reasons quote
+    j = signals.names.index("singletons")
+    at, values = np.array([20]), signals.matrix(_client(25.0)[1:])
+    p = eight.pvalues(at, values)[0, j]
+    each = [eight.bag_pvalues(b, at, values)[0, j] for b in range(8)]
+    assert p == pytest.approx(float(np.exp(np.mean(np.log(each)))))
+
+
+def test_the_drift_sees_each_reference_client_against_the_bags_that_hold_it() -> None:
+    """As with one table, where every reference client is in it. Against
+    every bag, the reference clients at the top of the benign range would
+    sit beyond the range of the bags that miss them, and a higher drift
+    would absorb a moderately unusual client's evidence."""
+    signals, ref, thr = _setup()
+    cal = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=8)
+    assert cal.held.shape == (8, len(ref)) and (cal.held.sum(axis=1) == len(ref) // 2).all()
+
+    def drift(held: list[npt.NDArray[np.bool_] | None]) -> float:
+        zs = [
+            cal.surprise(r[:, COL["count"]].astype(np.int64), signals.matrix(r), h)[0]
+            for r, h in zip(ref, held, strict=True)
+        ]
+        return float(np.quantile(np.concatenate(zs), 0.99))
+
+    in_bag = drift([h if h.any() else None for h in cal.held.T])
+    assert cal.drift == pytest.approx(in_bag)
+    assert cal.drift < drift([None] * len(ref))
+
+
+def test_bags_are_drawn_from_the_seed_and_refused_below_one() -> None:
+    signals, ref, thr = _setup()
+    a = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=4, seed=3)
+    b = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=4, seed=3)
+    c = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=4, seed=4)
+    assert np.array_equal(a.tables, b.tables, equal_nan=True)
+    assert not np.array_equal(a.tables, c.tables, equal_nan=True)
+    with pytest.raises(ConfigError, match="bags must be at least 1"):
+        fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=0)
+
+
+def test_bags_travel_in_the_file_and_a_version_1_file_reads_as_one(tmp_path: Path) -> None:
+    signals, ref, thr = _setup()
+    path = tmp_path / "cal.zip"
+    eight = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=8)
+    eight.save(path)
+    back = Calibration.load(path)
+    assert back.bags == 8
+    assert _surprise(back, signals, 25.0) == _surprise(eight, signals, 25.0)
+
+    # a file from before the bags: version 1, tables without the bag axis
+    one = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01)
+    one.save(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(parts["meta.json"])
+    meta["version"] = 1
+    parts["meta.json"] = json.dumps(meta).encode()
+    for name in ("tables", "sizes", "scales"):
+        arr = np.load(io.BytesIO(parts[f"{name}.npy"]))
+        buf = io.BytesIO()
+        np.save(buf, arr[0])
+        parts[f"{name}.npy"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    old = Calibration.load(path)
+    assert old.bags == 1
+    assert _surprise(old, signals, 25.0) == _surprise(one, signals, 25.0)
+
+    # tables whose shape does not match the sizes: a clear error
+    parts["meta.json"] = json.dumps({**meta, "version": 2}).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+    with pytest.raises(ConfigError, match="not a readable calibration file"):
+        Calibration.load(path)
