@@ -424,7 +424,7 @@ def fit_calibration(
         for b in range(bags):
             member[b, rng.permutation(n)[: n // 2]] = True
     per_bag = [
-        _tables(signals, [ref_rows[i] for i in np.flatnonzero(held)], every, k_max)
+        _tables(signals, [ref_rows[i] for i in np.flatnonzero(held).tolist()], every, k_max)
         for held in member
     ]
     width = max(t.shape[2] for t, _, _ in per_bag)
