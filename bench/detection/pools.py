@@ -410,11 +410,15 @@ def overlap_count(first: list[Item], second: list[Item]) -> int:
 
 
 def write_pool(path: Path, items: list[Item]) -> None:
+    """Writes beside the pool and renames over it, so an eval reading the
+    pool while run.sh builds it again never sees half a file."""
     ordered = sorted(items, key=lambda item: (item.group, item.text))
-    with path.open("w", encoding="utf-8") as handle:
+    part = path.with_suffix(".part")
+    with part.open("w", encoding="utf-8") as handle:
         for item in ordered:
             record = {"text": item.text, "group": item.group, "source": item.source}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    part.replace(path)
 
 
 # ---------------------------------------------------------------- summary

@@ -142,7 +142,7 @@ class ScoringSettings(_Section):
         default=50.0, gt=0.0, description="cap on one checkpoint's evidence (-ln p)"
     )
     bags: int = Field(
-        default=1,
+        default=16,
         ge=1,
         le=64,
         description="reference table sets, each from a random half of the reference clients, "
