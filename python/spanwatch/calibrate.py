@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import zipfile
 from collections.abc import Sequence
@@ -47,6 +48,12 @@ VERSION = 2
 READABLE = (1, 2)
 # Most reference values kept per signal and checkpoint.
 MAX_REF = 1024
+# Fewest reference clients one bag may hold. A bag of a few clients cannot
+# give any of them a small p-value against its own tables, so the drift,
+# fitted on them, would fall to zero and benign evidence would pile up.
+MIN_BAG = 100
+
+log = logging.getLogger("spanwatch.calibrate")
 # Reference values compared at once when p-values are computed (bounds memory).
 CHUNK = 1 << 20
 
@@ -414,6 +421,13 @@ def fit_calibration(
     if k_max < 1:
         raise ConfigError(f"benign clients must reach {every} queries to calibrate")
     m, n = len(signals.names), len(ref_rows)
+    if bags > 1 and n // 2 < MIN_BAG:
+        log.warning(
+            "one set of reference tables instead of %d bags: a bag takes half of the %d "
+            "reference clients, and needs at least %d",
+            bags, n, MIN_BAG,
+        )  # fmt: skip
+        bags = 1
     # member[b, i]: bag b's tables hold reference client i. With more than
     # one bag, each holds a random half, so a broad benign user is missing
     # from about half of them.

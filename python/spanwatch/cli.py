@@ -587,8 +587,12 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     )
     print(f"  benign rate, at most        {bound:.2%} with confidence {bound_at:g}")
     print(f"  threshold (evidence ratio)  {cal.threshold:.3f}   drift {cal.drift:.3f}")
-    if cal.bags > 1:
-        print(f"  reference tables            {cal.bags} bags of {cal.clients_ref // 2} clients")
+    tables = (
+        f"{cal.bags} bags of {cal.clients_ref // 2} clients"
+        if cal.bags > 1
+        else f"one set of {cal.clients_ref} clients"
+    )
+    print(f"  reference tables            {tables}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
     if check:
         print(f"  held out, reaching it       {check}")

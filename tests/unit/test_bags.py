@@ -106,6 +106,19 @@ def test_the_drift_sees_each_reference_client_against_the_bags_that_hold_it() ->
     assert cal.drift < drift([None] * len(ref))
 
 
+def test_too_few_reference_clients_for_bags_give_one_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bags of fewer than 100 clients would leave each client no room for a
+    small p-value against its own bag, and the drift would fall to zero."""
+    signals, ref, thr = _setup()
+    with caplog.at_level("WARNING", logger="spanwatch.calibrate"):
+        cal = fit_calibration(signals, ref[:150], thr, every=10, target_fpr=0.01, bags=16)
+    assert cal.bags == 1 and cal.drift > 0
+    assert "one set of reference tables instead of 16 bags" in caplog.text
+    assert fit_calibration(signals, ref[:200], thr, every=10, target_fpr=0.01, bags=16).bags == 16
+
+
 def test_bags_are_drawn_from_the_seed_and_refused_below_one() -> None:
     signals, ref, thr = _setup()
     a = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, bags=4, seed=3)
@@ -153,3 +166,59 @@ def test_bags_travel_in_the_file_and_a_version_1_file_reads_as_one(tmp_path: Pat
             z.writestr(n, data)
     with pytest.raises(ConfigError, match="not a readable calibration file"):
         Calibration.load(path)
+
+
+def test_the_detector_scores_against_a_bagged_calibration_file(
+    settings: object, tmp_path: Path
+) -> None:
+    """From the file to an alert: a client that spreads over every cell
+    alarms with its sequential evidence against the bound, one that keeps
+    to one region does not."""
+    from spanwatch.config import Settings
+    from spanwatch.detector import Detector
+    from spanwatch.events import Event
+
+    assert isinstance(settings, Settings)
+    rng = np.random.default_rng(6)
+    space = Space.fit(rng.normal(size=(200, 3)).astype(np.float32), levels=[4, 16], niter=2)
+    store = SketchStore(secret=b"unit-test-secret", levels=[4, 16])
+
+    def focused(n: int) -> npt.NDArray[np.int64]:
+        coarse = int(rng.integers(0, 4))
+        fine = coarse * 4 + rng.integers(0, 2, size=n)
+        return np.column_stack([np.full(n, coarse), fine]).astype(np.int64)
+
+    def spread(n: int) -> npt.NDArray[np.int64]:
+        return np.column_stack([rng.integers(0, 4, n), rng.integers(0, 16, n)]).astype(np.int64)
+
+    rows = []
+    for c in range(800):
+        cells = focused(40)
+        _, _, r = store.update(
+            [f"u{c}"] * 40, [f"q {c} {i}" for i in range(40)], cells, np.zeros(40), 10
+        )
+        rows.append(r)
+    signals = Signals(space, store.feature_names)
+    cal = fit_calibration(signals, rows[:400], rows[400:], every=10, target_fpr=0.01, bags=16)
+    path = tmp_path / "cal.zip"
+    cal.save(path)
+    cfg = settings.model_copy(
+        update={
+            "sketch": settings.sketch.model_copy(update={"levels": [4, 16]}),
+            "scoring": settings.scoring.model_copy(
+                update={"calibration": str(path), "checkpoint_every": 10}
+            ),
+        }
+    )
+    det = Detector(cfg, space=space)
+    assert det.calibration is not None and det.calibration.bags == 16
+
+    def run(client: str, cells: npt.NDArray[np.int64]) -> list[object]:
+        events = [Event(client_id=client, prompt=f"{client} {i}", ts=float(i)) for i in range(40)]
+        return list(det.observe(events, cells=cells))
+
+    assert run("benign", focused(40)) == []
+    alerts = run("spreader", spread(40))
+    assert alerts, "a client over every cell must alarm"
+    why = alerts[0].reasons[0]  # type: ignore[attr-defined]
+    assert why.signal == "sequential_evidence" and why.value >= why.threshold
