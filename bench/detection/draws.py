@@ -1,7 +1,8 @@
 """How much the eval's numbers move with the calibration clients drawn.
 
 `spanwatch eval` calibrates once, on the first half of its calibration
-clients for the reference tables and the second for the threshold. This
+clients for the reference tables (in `scoring.bags` bags) and the second for
+the threshold. This
 script builds the same streams (with more calibration clients), sketches them
 once, then calibrates `--draws` times on random disjoint sets of `--ref` +
 `--ref` of them and scores the same held-out benign clients and attackers
@@ -52,14 +53,15 @@ def main() -> None:
         type=int,
         default=0,
         metavar="B",
-        help="also: evidence averaged over B calibrations on random halves of the reference",
+        help="also: the mean of the evidence ratios of B one-table calibrations on random "
+        "halves of the reference (a CUSUM per calibration; not in the scoring)",
     )
     ap.add_argument(
         "--bags",
         type=int,
         default=0,
         metavar="B",
-        help="also: the scoring's own bags (scoring.bags = B), surprise averaged over B tables",
+        help="also: the scoring with scoring.bags = B instead of the configured number",
     )
     ap.add_argument("--target-fpr", type=float, default=0.005)
     args = ap.parse_args()
@@ -89,13 +91,14 @@ def main() -> None:
         "target_fpr": args.target_fpr,
         "drift": settings.scoring.drift,
         "max_surprise": settings.scoring.max_surprise,
+        "bags": settings.scoring.bags,
     }
     for i in range(args.draws):
         pick = rng.permutation(len(cal_rows))
         ref = [cal_rows[j] for j in pick[: args.ref]]
         thr = [cal_rows[j] for j in pick[args.ref : 2 * args.ref]]
-        cal = fit_calibration(sk.signals, ref, thr, **fit)
-        ways = {"one calibration (as eval)": ([cal], cal.threshold)}
+        cal = fit_calibration(sk.signals, ref, thr, seed=i, **fit)
+        ways = {f"as eval (scoring.bags = {fit['bags']})": ([cal], cal.threshold)}
         if args.bag:
             # B calibrations, each on a random half of the reference clients;
             # a client's evidence is the mean of its B ratios. Cross-fitted as
@@ -110,7 +113,7 @@ def main() -> None:
                 conformal_quantile(peaks, args.target_fpr),
             )
         if args.bags:
-            bagged = fit_calibration(sk.signals, ref, thr, bags=args.bags, seed=i, **fit)
+            bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "bags": args.bags})
             ways[f"scoring.bags = {args.bags}"] = ([bagged], bagged.threshold)
         for way, (cals, threshold) in ways.items():
             row = _measure(cals, threshold, sk.signals, scored)
@@ -142,11 +145,13 @@ def _bags(
     signals: Signals,
     fit: dict[str, Any],
 ) -> list[Calibration]:
-    """b calibrations, each with reference tables from a random half of `ref`."""
+    """b calibrations, each with one set of reference tables from a random
+    half of `ref`."""
     half = len(ref) // 2
+    one = {**fit, "bags": 1}
     return [
         fit_calibration(
-            signals, [ref[j] for j in rng.permutation(len(ref))[:half]], thr, cross_fit=False, **fit
+            signals, [ref[j] for j in rng.permutation(len(ref))[:half]], thr, cross_fit=False, **one
         )
         for _ in range(b)
     ]

@@ -63,9 +63,18 @@ def table(long: Path, short: Path) -> None:
         f"\n{r15['n_clients']} held-out benign clients and {d15['attackers_per_scenario']} clients "
         f"per attack scenario per run; thresholds {d15['threshold']:.1f} (1500) and "
         f"{d2['threshold']:.1f} (200); reference tables from "
-        f"{d15['calibration_clients']['reference']} other benign clients, threshold from the "
+        f"{d15['calibration_clients']['reference']} other benign clients{_bags(d15)}, "
+        "threshold from the "
         f"peaks of {d15['calibration_clients']['threshold']} (cross-fitted); seed {d15['seed']}."
     )
+
+
+def _bags(details: dict[str, Any]) -> str:
+    """How the reference clients were split into bags (runs before the bags
+    had one set of tables)."""
+    bags = details.get("bags", 1)
+    ref = details["calibration_clients"]["reference"]
+    return f" in {bags} bags of {ref // 2}" if bags > 1 else ""
 
 
 def _runs_2000(base: Path, second: tuple[str, str]) -> Iterator[tuple[str, Any, Any, str]]:
