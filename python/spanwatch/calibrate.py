@@ -9,6 +9,8 @@ far less evidence than late ones.
 
 Calibration uses benign traffic only, split in two disjoint halves of
 clients: one gives the reference distributions, the other the threshold.
+The reference distributions come in bags, each from a random half of the
+reference clients, and the per-checkpoint surprise is averaged over them.
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ MAX_REF = 1024
 # give any of them a small p-value against its own tables, so the drift,
 # fitted on them, would fall to zero and benign evidence would pile up.
 MIN_BAG = 100
-
-log = logging.getLogger("spanwatch.calibrate")
 # Reference values compared at once when p-values are computed (bounds memory).
 CHUNK = 1 << 20
+
+log = logging.getLogger("spanwatch.calibrate")
 
 
 class Signals:
@@ -409,7 +411,9 @@ def fit_calibration(
     Without a `drift`, the CUSUM's drift is the `drift_quantile` of the
     benign reference clients' per-checkpoint surprise, so ordinary
     fluctuations do not accumulate. With a `confidence`, the threshold is
-    the one of `conformal_quantile` with it."""
+    the one of `conformal_quantile` with it. With `bags` > 1 (and at least
+    2 * MIN_BAG reference clients), the reference tables come in that many
+    bags, each from a random half of `ref_rows` drawn with `seed`."""
     _check_target(target_fpr)
     _check_confidence(confidence)
     if bags < 1:
@@ -428,21 +432,21 @@ def fit_calibration(
             bags, n, MIN_BAG,
         )  # fmt: skip
         bags = 1
-    # member[b, i]: bag b's tables hold reference client i. With more than
+    # held[b, i]: bag b's tables hold reference client i. With more than
     # one bag, each holds a random half, so a broad benign user is missing
     # from about half of them.
-    member = np.ones((1, n), dtype=bool)
+    held = np.ones((1, n), dtype=bool)
     if bags > 1:
         rng = np.random.default_rng(seed)
-        member = np.zeros((bags, n), dtype=bool)
+        held = np.zeros((bags, n), dtype=bool)
         for b in range(bags):
-            member[b, rng.permutation(n)[: n // 2]] = True
+            held[b, rng.permutation(n)[: n // 2]] = True
     per_bag = [
-        _tables(signals, [ref_rows[i] for i in np.flatnonzero(held).tolist()], every, k_max)
-        for held in member
+        _tables(signals, [ref_rows[i] for i in np.flatnonzero(in_bag).tolist()], every, k_max)
+        for in_bag in held
     ]
     width = max(t.shape[2] for t, _, _ in per_bag)
-    tables = np.full((len(member), k_max, m, width), np.nan)
+    tables = np.full((len(held), k_max, m, width), np.nan)
     for b, (t, _, _) in enumerate(per_bag):
         tables[b, :, :, : t.shape[2]] = t
     sizes = np.stack([sz for _, sz, _ in per_bag])
@@ -470,15 +474,13 @@ def fit_calibration(
     # tables never saw, and a higher drift would absorb the evidence of a
     # moderately unusual client.
     ref_z = [
-        cal.surprise(
-            r[:, count_col].astype(np.int64), signals.matrix(r), held if held.any() else None
-        )[0]
-        for r, held in zip(ref_rows, member.T, strict=True)
+        cal.surprise(r[:, count_col].astype(np.int64), signals.matrix(r), h if h.any() else None)[0]
+        for r, h in zip(ref_rows, held.T, strict=True)
     ]
     if drift is None:
         cal.drift = float(np.quantile(np.concatenate(ref_z), drift_quantile))
     counts = [r[:, count_col].astype(np.int64) for r in ref_rows]
-    cal.held = member
+    cal.held = held
     cal.envelope = _envelope(ref_z, counts, cal.drift, every, k_max)
     peaks = [max_evidence(cal, signals, rows) for rows in thr_rows]
     if cross_fit:
