@@ -187,6 +187,8 @@ def test_tune_writes_a_config_that_the_detector_loads(
     assert held is not None, said
     assert 5 <= int(held[2]) <= 15 and int(held[1]) <= int(held[2])
     assert f"calibrated on {40 - int(held[2])} benign clients" in said
+    # too few reference clients for bags of 100: one set, and the summary says so
+    assert re.search(r"reference tables +one set of \d+ clients", said), said
     assert "held-out clients" in out.read_text()
     cfg = tomllib.loads(out.read_text())
     assert Path(cfg["scoring"]["calibration"]).is_file()
