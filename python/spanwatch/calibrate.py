@@ -41,6 +41,7 @@ __all__ = [
     "fit_calibration",
     "fpr_bound",
     "group_sums",
+    "target_wording",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -153,6 +154,12 @@ class Calibration:
             )
         n = len(self.group_sums)
         return float(self.group_sums[k - 1] if k <= n else self.group_sums[-1] * k / n)
+
+    def benign_bound(self) -> tuple[float, float]:
+        """What this calibration's own peaks bound the benign rate at: the
+        confidence (the one asked for, else 0.9) and the rate (`fpr_bound`)."""
+        at = self.confidence or 0.9
+        return at, fpr_bound(self.peaks, self.threshold, at)
 
     @property
     def bags(self) -> int:
@@ -473,13 +480,13 @@ def fit_calibration(
     # them). Against every bag they would look as unusual as clients the
     # tables never saw, and a higher drift would absorb the evidence of a
     # moderately unusual client.
+    counts = [r[:, count_col].astype(np.int64) for r in ref_rows]
     ref_z = [
-        cal.surprise(r[:, count_col].astype(np.int64), signals.matrix(r), h if h.any() else None)[0]
-        for r, h in zip(ref_rows, held.T, strict=True)
+        cal.surprise(c, signals.matrix(r), h if h.any() else None)[0]
+        for r, c, h in zip(ref_rows, counts, held.T, strict=True)
     ]
     if drift is None:
         cal.drift = float(np.quantile(np.concatenate(ref_z), drift_quantile))
-    counts = [r[:, count_col].astype(np.int64) for r in ref_rows]
     cal.held = held
     cal.envelope = _envelope(ref_z, counts, cal.drift, every, k_max)
     peaks = [max_evidence(cal, signals, rows) for rows in thr_rows]
@@ -596,6 +603,11 @@ def conformal_quantile(
         return float(ordered[rank - 1])
     top = float(ordered[-1])
     return top + 0.05 * abs(top) + 1e-6
+
+
+def target_wording(confidence: float | None) -> str:
+    """How the threshold holds the target: "with confidence C" or "on average"."""
+    return f"with confidence {confidence:g}" if confidence else "on average"
 
 
 def fpr_bound(peaks: Sequence[float] | F64, threshold: float, confidence: float = 0.9) -> float:

@@ -507,7 +507,7 @@ def _toml_value(v: Any) -> str:
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     import numpy as np
 
-    from spanwatch.calibrate import check_enough_clients, fpr_bound, wilson_interval
+    from spanwatch.calibrate import check_enough_clients, target_wording, wilson_interval
     from spanwatch.detector import Detector
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
@@ -541,8 +541,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         _say("fitting the input space on the benign events ...")
         det.fit_space(events[: max(cfg.space.fit_events, 20000)]).save(space_file)
     cal = det.calibrate(events, target_fpr=args.target_fpr, confidence=args.confidence)
-    bound_at = args.confidence or 0.9
-    bound = fpr_bound(cal.peaks, cal.threshold, bound_at)
+    bound_at, bound = cal.benign_bound()
     cal_file = Path(f"{stem}.calibration.zip")
     cal.save(cal_file)
     assert det.space is not None
@@ -560,9 +559,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         f"# written by spanwatch tune from {src} ({clients} benign clients, "
         f"{len(held_ids)} of them held out)",
         f"# {(peaks >= cal.threshold).mean():.2%} of the calibration clients reach the threshold "
-        f"(target {args.target_fpr:.2%}"
-        + (f" with confidence {args.confidence:g}" if args.confidence else " on average")
-        + "; half of them set it)",
+        f"(target {args.target_fpr:.2%} {target_wording(args.confidence)}; half of them set it)",
         f"# benign rate at most {bound:.2%} with confidence {bound_at:g}, from those clients",
         *([f"# reaching it: {check}"] if check else []),
         "",
@@ -581,10 +578,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         f"\ncalibrated on {clients - len(held_ids)} benign clients ({cal.clients_ref} reference, "
         f"{cal.clients_threshold} threshold)"
     )
-    print(
-        f"  target false-positive rate  {args.target_fpr:.2%}"
-        + (f" with confidence {args.confidence:g}" if args.confidence else " on average")
-    )
+    print(f"  target false-positive rate  {args.target_fpr:.2%} {target_wording(args.confidence)}")
     print(f"  benign rate, at most        {bound:.2%} with confidence {bound_at:g}")
     print(f"  threshold (evidence ratio)  {cal.threshold:.3f}   drift {cal.drift:.3f}")
     tables = (

@@ -33,13 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spanwatch._core import SketchStore
-from spanwatch.calibrate import (
-    Calibration,
-    Signals,
-    evidence_steps,
-    fit_calibration,
-    fpr_bound,
-)
+from spanwatch.calibrate import Calibration, Signals, evidence_steps, fit_calibration
 from spanwatch.config import Settings
 from spanwatch.embed import Embedder
 from spanwatch.errors import ConfigError
@@ -541,7 +535,7 @@ def evaluate(
     benign_streams = [st for st in streams if st.kind == "benign"]
     for st, ft in zip(benign_streams, ft_arr["benign"], strict=True):
         families.setdefault(st.family, []).append(not np.isnan(ft))
-    bound_at = confidence or 0.9  # the bound is reported at the confidence asked for
+    bound_at, bound = cal.benign_bound()  # at the confidence asked for, else 0.9
     details = {
         "benign_fpr_by_family": {
             f: {"clients": len(v), "fpr": float(np.mean(v))} for f, v in sorted(families.items())
@@ -561,10 +555,7 @@ def evaluate(
         "target_fpr": target_fpr,
         "confidence": confidence,
         # what the calibration's own peaks say the benign rate is at most
-        "benign_fpr_bound": {
-            "confidence": bound_at,
-            "rate": fpr_bound(cal.peaks, cal.threshold, bound_at),
-        },
+        "benign_fpr_bound": {"confidence": bound_at, "rate": bound},
         "calibration_clients": {"reference": cal.clients_ref, "threshold": cal.clients_threshold},
         "bags": cal.bags,
         "attackers_per_scenario": n_attackers,

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spanwatch.calibrate import target_wording
+
 if TYPE_CHECKING:
     from spanwatch.evaluate import EvalResult
 
@@ -114,7 +116,7 @@ def plot_tune(
     ax.set_yscale("log")
     ax.set_xlabel("highest evidence ratio (CUSUM / benign envelope) over the stream")
     ax.set_ylabel("benign clients")
-    how = f"with confidence {confidence:g}" if confidence else "on average"
+    how = target_wording(confidence)
     ax.set_title(f"Calibration on your traffic (target FPR {target_fpr:.2%} {how})")
     ax.legend()
     fig.tight_layout()
