@@ -21,6 +21,12 @@ def _qtd(q: dict[str, float | None]) -> str:
     return "-" if q["median"] is None else f"{q['median']:.0f} / {q['p90']:.0f}"
 
 
+def _harvester(r: dict[str, Any]) -> str:
+    """Harvesters alerted, and their median queries to detect."""
+    h = r["queries_to_detect"]["harvester"]["median"]
+    return f"{r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'}"
+
+
 def _load(d: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return (
         json.loads((d / "report.json").read_text()),
@@ -112,11 +118,9 @@ def confident_table(base: Path) -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for label, r, det, rate in _runs_2000(base, ("confidence 0.9", "fpr2000-c90")):
-        h = r["queries_to_detect"]["harvester"]["median"]
         print(
             f"| {label.replace('default', 'on average')} | {det['threshold']:.1f} | {rate} "
-            f"| {det['benign_fpr_bound']['rate']:.2%} "
-            f"| {r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'} "
+            f"| {det['benign_fpr_bound']['rate']:.2%} | {_harvester(r)} "
             f"| {r['mixed_tpr']['0.10']:.0%} | {r['mixed_tpr']['0.25']:.0%} |"
         )
 
@@ -132,11 +136,10 @@ def bags_table(base: Path) -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, r, det, rate in _runs_2000(base, ("one", "fpr2000-bags1")):
-        h = r["queries_to_detect"]["harvester"]["median"]
         mixed = " | ".join(f"{r['mixed_tpr'][f]:.0%}" for f in ("0.05", "0.10", "0.25"))
         print(
             f"| {label.replace('default', '16 bags')} | {det['threshold']:.2f} | {rate} "
-            f"| {r['tpr']['harvester']:.0%}, {'-' if h is None else f'{h:.0f}'} | {mixed} "
+            f"| {_harvester(r)} | {mixed} "
             f"| {det['same_style_mixed_tpr']['0.10']:.0%} | {det['auc']['mixed_0.10']:.3f} |"
         )
 

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sketch import load_line, load_prompts, status
+from bench_sketch import best_of, load_line, load_prompts, status
 
 from spanwatch.calibrate import MAX_REF, Calibration
 from spanwatch.embed import SentenceTransformerEmbedder
@@ -39,17 +38,6 @@ from spanwatch.embed import SentenceTransformerEmbedder
 EVERY = 10  # queries per checkpoint (scoring.checkpoint_every)
 CHECKPOINTS = 150  # a 1,500-query calibration
 SIGNALS = 7  # three coverage levels, divergence, singletons, novelty, near-duplicates
-
-
-def best(fn: Callable[[], object], reps: int = 5) -> float:
-    """Seconds: one warm-up, then the best of `reps`."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def calibration(bags: int, rng: np.random.Generator) -> Calibration:
@@ -81,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     embedder = SentenceTransformerEmbedder()
     embedder.embed(prompts[:8])
     status(f"embedding {len(prompts)} prompts")
-    per_event_embed = best(lambda: embedder.embed(prompts), reps=2) / len(prompts)
+    per_event_embed = best_of(lambda: embedder.embed(prompts), reps=2) / len(prompts)
     rng = np.random.default_rng(0)
     counts = rng.integers(EVERY, CHECKPOINTS * EVERY + 1, size=args.rows) // EVERY * EVERY
     values = rng.normal(size=(args.rows, SIGNALS))
@@ -98,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for bags in (1, 8, 16):
         status(f"scoring with {bags} bags")
         cal = calibration(bags, rng)
-        t = best(lambda cal=cal: cal.surprise(counts, values))
+        t = best_of(lambda cal=cal: cal.surprise(counts, values), reps=5)
         print(
             f"| S{bags}. surprise, {bags} bag{'s' if bags > 1 else ''} | {t * 1e3:.1f} "
             f"| {t / events * 1e6:.1f} | {t / events / per_event_embed:.1%} |"
