@@ -63,12 +63,21 @@ def main() -> None:
         metavar="B",
         help="also: the scoring with scoring.bags = B instead of the configured number",
     )
+    ap.add_argument(
+        "--drift-quantile",
+        type=float,
+        default=0.0,
+        metavar="Q",
+        help="also: the scoring with scoring.drift_quantile = Q instead of the configured one",
+    )
     ap.add_argument("--target-fpr", type=float, default=0.005)
     args = ap.parse_args()
     if 2 * args.ref > args.calibration_clients:
         ap.error("--ref must be at most half of --calibration-clients")
     if args.draws < 1 or args.bag < 0:
         ap.error("--draws must be at least 1 and --bag at least 0")
+    if not 0 <= args.drift_quantile < 1:
+        ap.error("--drift-quantile must be in (0, 1)")
     os.environ.setdefault("SPANWATCH_SECRET_KEY", "detection-bench")
     settings = load_settings(None)
     pools = {n: load_pool(f"{args.pools}/{n}.jsonl") for n in ("benign", "attack", "templates")}
@@ -91,6 +100,7 @@ def main() -> None:
         "target_fpr": args.target_fpr,
         "drift": settings.scoring.drift,
         "max_surprise": settings.scoring.max_surprise,
+        "drift_quantile": settings.scoring.drift_quantile,
         "bags": settings.scoring.bags,
     }
     for i in range(args.draws):
@@ -115,6 +125,10 @@ def main() -> None:
         if args.bags:
             bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "bags": args.bags})
             ways[f"scoring.bags = {args.bags}"] = ([bagged], bagged.threshold)
+        if args.drift_quantile:
+            q = args.drift_quantile
+            other = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "drift_quantile": q})
+            ways[f"scoring.drift_quantile = {q:g}"] = ([other], other.threshold)
         for way, (cals, threshold) in ways.items():
             row = _measure(cals, threshold, sk.signals, scored)
             for k, v in row.items():

@@ -425,6 +425,8 @@ def fit_calibration(
     _check_confidence(confidence)
     if bags < 1:
         raise ConfigError(f"bags must be at least 1, got {bags}")
+    if not 0 < drift_quantile < 1:
+        raise ConfigError(f"drift_quantile must be in (0, 1), got {drift_quantile}")
     if len(ref_rows) < 10 or len(thr_rows) < 10:
         raise ConfigError("calibration needs at least 20 benign clients (10 per split)")
     count_col = signals.col["count"]

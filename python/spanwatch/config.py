@@ -138,6 +138,13 @@ class ScoringSettings(_Section):
         ge=0.0,
         description="CUSUM drift per checkpoint; default: calibrated on benign traffic",
     )
+    drift_quantile: float = Field(
+        default=0.99,
+        gt=0.5,
+        lt=1.0,
+        description="calibration time: the drift is this quantile of benign per-checkpoint "
+        "evidence; lower catches harvesters sooner, higher more mixed accounts (README)",
+    )
     max_surprise: float = Field(
         default=50.0, gt=0.0, description="cap on one checkpoint's evidence (-ln p)"
     )

@@ -403,6 +403,7 @@ class Detector:
             drift=self.config.scoring.drift,
             stream_length=max((len(st.texts) for st in streams), default=0),
             max_surprise=self.config.scoring.max_surprise,
+            drift_quantile=self.config.scoring.drift_quantile,
             confidence=confidence,
             bags=self.config.scoring.bags,
         )

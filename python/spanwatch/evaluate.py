@@ -500,6 +500,7 @@ def evaluate(
         drift=settings.scoring.drift,
         stream_length=L,
         max_surprise=settings.scoring.max_surprise,
+        drift_quantile=settings.scoring.drift_quantile,
         confidence=confidence,
         bags=settings.scoring.bags,
     )

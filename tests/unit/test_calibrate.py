@@ -10,14 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spanwatch._core import SketchStore
 from spanwatch.calibrate import (
     Calibration,
+    Signals,
     check_enough_clients,
     conformal_quantile,
+    fit_calibration,
     fpr_bound,
     wilson_interval,
 )
 from spanwatch.errors import ConfigError
+from spanwatch.space import Space
 
 TARGET = 0.005
 
@@ -127,3 +131,34 @@ def test_the_client_count_check_comes_before_any_work() -> None:
         check_enough_clients(459, TARGET, 0.9)
     with pytest.raises(ConfigError, match="target_fpr must be in"):
         check_enough_clients(800, 0.0, 0.9)
+
+
+def test_the_drift_is_the_asked_quantile_of_benign_evidence() -> None:
+    """`scoring.drift_quantile`: the share of reference checkpoints whose
+    surprise stays within the drift is the quantile asked for, so a lower
+    one lets more ordinary evidence accumulate."""
+    names = SketchStore(secret=b"unit-test-secret", levels=[4, 16]).feature_names
+    col = {n: i for i, n in enumerate(names)}
+    rng = np.random.default_rng(3)
+    signals = Signals(Space.fit(rng.normal(size=(100, 3)).astype(np.float32), [4, 16], niter=2), names)
+
+    def client() -> np.ndarray:
+        rows = np.zeros((20, len(names)))
+        rows[:, col["count"]] = np.arange(1, 21) * 10
+        rows[:, col["cells_4"]] = rows[:, col["cells_16"]] = 2
+        rows[:, col["kl_ref"]] = 1.0
+        rows[:, col["singletons"]] = rng.normal(5, 1, size=20).round(2)
+        return rows
+
+    ref, thr = [client() for _ in range(200)], [client() for _ in range(200)]
+    drifts = {}
+    for q in (0.9, 0.99):
+        cal = fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, drift_quantile=q)
+        z = np.concatenate(
+            [cal.surprise(r[:, col["count"]].astype(np.int64), signals.matrix(r))[0] for r in ref]
+        )
+        assert np.mean(z <= cal.drift) == pytest.approx(q, abs=0.005)
+        drifts[q] = cal.drift
+    assert 0 < drifts[0.9] < drifts[0.99]
+    with pytest.raises(ConfigError, match="drift_quantile must be in"):
+        fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, drift_quantile=1.0)
