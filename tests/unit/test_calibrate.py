@@ -140,7 +140,8 @@ def test_the_drift_is_the_asked_quantile_of_benign_evidence() -> None:
     names = SketchStore(secret=b"unit-test-secret", levels=[4, 16]).feature_names
     col = {n: i for i, n in enumerate(names)}
     rng = np.random.default_rng(3)
-    signals = Signals(Space.fit(rng.normal(size=(100, 3)).astype(np.float32), [4, 16], niter=2), names)
+    space = Space.fit(rng.normal(size=(100, 3)).astype(np.float32), [4, 16], niter=2)
+    signals = Signals(space, names)
 
     def client() -> np.ndarray:
         rows = np.zeros((20, len(names)))
