@@ -580,7 +580,10 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     )
     print(f"  target false-positive rate  {args.target_fpr:.2%} {target_wording(args.confidence)}")
     print(f"  benign rate, at most        {bound:.2%} with confidence {bound_at:g}")
-    print(f"  threshold (evidence ratio)  {cal.threshold:.3f}   drift {cal.drift:.3f}")
+    q = cfg.scoring.drift_quantile
+    drift_from = "from the config" if cfg.scoring.drift is not None else f"benign {q:g} quantile"
+    print(f"  threshold (evidence ratio)  {cal.threshold:.3f}")
+    print(f"  drift                       {cal.drift:.3f} ({drift_from})")
     tables = (
         f"{cal.bags} bags of {cal.clients_ref // 2} clients"
         if cal.bags > 1
@@ -588,6 +591,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     )
     print(f"  reference tables            {tables}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
+    print(f"  highest peaks               {_top_peaks(cal.peaks, det.peak_clients, cal.threshold)}")
     if check:
         print(f"  held out, reaching it       {check}")
     print(f"  signals                     {', '.join(cal.signals)}")
@@ -595,6 +599,20 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     print(f"\nwrote {out}, {cal_file}, {png}")
     print(f"use it with: spanwatch --config {out} replay EVENTS.jsonl  (or run)")
     return 0
+
+
+def _top_peaks(peaks: list[float], ids: list[str], threshold: float, n: int = 5) -> str:
+    """The calibration clients with the highest evidence, which set the
+    threshold: a few far above the rest are worth a look (an extractor in
+    the benign traffic, or a user broad enough to pass for one)."""
+    order = sorted(range(len(peaks)), key=lambda i: -peaks[i])
+    top = ", ".join(f"{ids[i]} {peaks[i]:.1f}" for i in order[:n])
+    above = sum(p >= threshold for p in peaks)
+    return f"{top} (the threshold is the {above}{_ordinal(above)} highest)"
+
+
+def _ordinal(n: int) -> str:
+    return "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
 
 
 def _held_out(client_id: str, fraction: float) -> bool:

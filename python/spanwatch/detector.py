@@ -98,6 +98,8 @@ class Detector:
         self.calibration: Calibration | None = None
         # highest evidence ratio of each client of the last calibrate() call
         self.calibration_peaks: npt.NDArray[np.float64] = np.zeros(0)
+        # the clients behind `calibration.peaks` (which set the threshold), in its order
+        self.peak_clients: list[str] = []
         self._signals: Signals | None = None
         # metadata values that may link each client to others (groups.link_keys)
         self._links: dict[str, list[str]] = {}
@@ -393,6 +395,9 @@ class Detector:
 
         ref = [r for s, r in zip(streams, rows, strict=True) if half(s.client) == 0]
         thr = [r for s, r in zip(streams, rows, strict=True) if half(s.client) == 1]
+        # cross-fitted: the threshold clients' peaks first, then the reference clients'
+        ids = [s.client for s in streams if half(s.client) == 1]
+        ids += [s.client for s in streams if half(s.client) == 0]
         assert self._signals is not None
         cal = fit_calibration(
             self._signals,
@@ -411,6 +416,7 @@ class Detector:
         cal.group_sums = group_sums(
             self.calibration_peaks / cal.threshold, self.config.groups.target_fpr
         )
+        self.peak_clients = ids
         self.calibration = cal
         return cal
 

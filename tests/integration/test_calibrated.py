@@ -189,6 +189,14 @@ def test_tune_writes_a_config_that_the_detector_loads(
     assert f"calibrated on {40 - int(held[2])} benign clients" in said
     # too few reference clients for bags of 100: one set, and the summary says so
     assert re.search(r"reference tables +one set of \d+ clients", said), said
+    assert re.search(r"drift +\d+\.\d+ \(benign 0\.99 quantile\)", said), said
+    # the clients whose peaks set the threshold, by name, highest first
+    top = re.search(r"highest peaks +(.*) \(the threshold is the (\d+)\w\w highest\)", said)
+    assert top is not None, said
+    named = [(c, float(v)) for c, v in re.findall(r"(\S+) (\d+\.\d+)(?:,|$)", top[1])]
+    assert len(named) == 5 and all(c.startswith("benign-") for c, _ in named), top[1]
+    assert [v for _, v in named] == sorted((v for _, v in named), reverse=True)
+    assert 1 <= int(top[2]) <= 30
     assert "held-out clients" in out.read_text()
     cfg = tomllib.loads(out.read_text())
     assert Path(cfg["scoring"]["calibration"]).is_file()
