@@ -402,7 +402,7 @@ def fit_calibration(
     every: int,
     target_fpr: float,
     drift: float | None = None,
-    drift_quantile: float = 0.99,
+    drift_quantile: float = 0.98,
     stream_length: int = 0,
     max_surprise: float = 50.0,
     cross_fit: bool = True,

@@ -139,7 +139,7 @@ class ScoringSettings(_Section):
         description="CUSUM drift per checkpoint; default: calibrated on benign traffic",
     )
     drift_quantile: float = Field(
-        default=0.99,
+        default=0.98,
         gt=0.5,
         lt=1.0,
         description="calibration time: the drift is this quantile of benign per-checkpoint "
