@@ -22,6 +22,7 @@ import argparse
 import csv
 import hashlib
 import json
+import os
 import random
 import re
 import statistics
@@ -411,9 +412,10 @@ def overlap_count(first: list[Item], second: list[Item]) -> int:
 
 def write_pool(path: Path, items: list[Item]) -> None:
     """Writes beside the pool and renames over it, so an eval reading the
-    pool while run.sh builds it again never sees half a file."""
+    pool while run.sh builds it again never sees half a file. The part file
+    is this process's own: two run.sh chains may build the pools at once."""
     ordered = sorted(items, key=lambda item: (item.group, item.text))
-    part = path.with_suffix(".part")
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
     with part.open("w", encoding="utf-8") as handle:
         for item in ordered:
             record = {"text": item.text, "group": item.group, "source": item.source}
