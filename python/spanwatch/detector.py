@@ -390,14 +390,12 @@ class Detector:
         streams, rows = self._client_rows(benign_events, stream_length)
         import hashlib
 
-        def half(c: str) -> int:
-            return hashlib.sha256(c.encode()).digest()[0] & 1
-
-        ref = [r for s, r in zip(streams, rows, strict=True) if half(s.client) == 0]
-        thr = [r for s, r in zip(streams, rows, strict=True) if half(s.client) == 1]
+        halves = [hashlib.sha256(s.client.encode()).digest()[0] & 1 for s in streams]
+        ref = [r for r, h in zip(rows, halves, strict=True) if h == 0]
+        thr = [r for r, h in zip(rows, halves, strict=True) if h == 1]
         # cross-fitted: the threshold clients' peaks first, then the reference clients'
-        ids = [s.client for s in streams if half(s.client) == 1]
-        ids += [s.client for s in streams if half(s.client) == 0]
+        pairs = list(zip(streams, halves, strict=True))
+        ids = [s.client for want in (1, 0) for s, h in pairs if h == want]
         assert self._signals is not None
         cal = fit_calibration(
             self._signals,
