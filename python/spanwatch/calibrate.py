@@ -172,11 +172,8 @@ class Calibration:
 
     def pvalues(self, counts: npt.NDArray[np.int64], values: F64) -> F64:
         """Tail p-values, (m, signals), the geometric mean over the bags of
-        `bag_pvalues`."""
-        if self.bags == 1:
-            return self.bag_pvalues(0, counts, values)
-        logs = [np.log(self.bag_pvalues(b, counts, values)) for b in range(self.bags)]
-        return np.asarray(np.exp(np.mean(logs, axis=0)), dtype=np.float64)
+        `bag_pvalues` (as `surprise` gives them)."""
+        return self.surprise(counts, values)[1]
 
     def bag_pvalues(self, b: int, counts: npt.NDArray[np.int64], values: F64) -> F64:
         """Tail p-values, (m, signals), against bag b's tables: the smoothed
