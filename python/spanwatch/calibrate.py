@@ -42,6 +42,7 @@ __all__ = [
     "fpr_bound",
     "group_sums",
     "target_wording",
+    "threshold_spread",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -160,6 +161,11 @@ class Calibration:
         confidence (the one asked for, else 0.9) and the rate (`fpr_bound`)."""
         at = self.confidence or 0.9
         return at, fpr_bound(self.peaks, self.threshold, at)
+
+    def threshold_range(self, level: float = 0.9) -> tuple[float, float]:
+        """Where the threshold falls over bootstrap resamples of this
+        calibration's own peaks (`threshold_spread`)."""
+        return threshold_spread(self.peaks, self.target_fpr, self.confidence, level)
 
     @property
     def bags(self) -> int:
@@ -591,17 +597,56 @@ def conformal_quantile(
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     n = len(ordered)
     check_enough_clients(n, target_fpr, confidence)
+    rank = _rank(n, target_fpr, confidence)
+    if rank <= n:
+        return float(ordered[rank - 1])
+    return _above(float(ordered[-1]))
+
+
+def _rank(n: int, target_fpr: float, confidence: float | None) -> int:
+    """Which order statistic of n benign values `conformal_quantile` takes
+    (1 = the lowest); n + 1 means above all of them."""
     if confidence is not None:
         from scipy.stats import binom  # type: ignore[import-untyped,unused-ignore]
 
         cdf = binom.cdf(np.arange(n), n, 1 - target_fpr)  # rank r = 1..n: cdf[r - 1]
-        r = int(np.searchsorted(cdf, confidence)) + 1
-        return float(ordered[min(r, n) - 1])
-    rank = math.ceil((n + 1) * (1 - target_fpr))
-    if rank <= n:
-        return float(ordered[rank - 1])
-    top = float(ordered[-1])
+        return min(int(np.searchsorted(cdf, confidence)) + 1, n)
+    return math.ceil((n + 1) * (1 - target_fpr))
+
+
+def _above(top: float) -> float:
+    """A threshold above the highest benign value."""
     return top + 0.05 * abs(top) + 1e-6
+
+
+def threshold_spread(
+    values: Sequence[float] | F64,
+    target_fpr: float,
+    confidence: float | None = None,
+    level: float = 0.9,
+) -> tuple[float, float]:
+    """Where `conformal_quantile` falls over bootstrap resamples of the
+    benign values (the central `level` share of them), computed exactly:
+    the resampled r-th lowest is at most the j-th lowest value when at
+    least r of the n draws land among the lowest j, Binomial(n, j / n).
+    A wide range says a few clients far above the rest set the threshold,
+    and other calibration traffic of the same kind would set another."""
+    from scipy.stats import binom  # type: ignore[import-untyped,unused-ignore]
+
+    if not 0 < level < 1:
+        raise ConfigError(f"level must be in (0, 1), got {level}")
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(ordered)
+    check_enough_clients(n, target_fpr, confidence)
+    rank = _rank(n, target_fpr, confidence)
+    j = np.arange(1, n + 1)
+    # P(resampled threshold <= ordered[j - 1]), non-decreasing in j
+    cdf = binom.sf(min(rank, n) - 1, n, j / n)
+    picks = ordered if rank <= n else np.array([_above(float(v)) for v in ordered])
+    tail = (1 - level) / 2
+    lo = int(np.searchsorted(cdf, tail))
+    hi = int(np.searchsorted(cdf, 1 - tail))
+    return float(picks[min(lo, n - 1)]), float(picks[min(hi, n - 1)])
 
 
 def target_wording(confidence: float | None) -> str:

@@ -456,9 +456,11 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         + ")"
     )
     b = d["benign_fpr_bound"]
+    lo, hi = d["threshold_range"]
     print(
         f"the calibration's peaks bound the benign rate at {b['rate']:.2%} "
-        f"with confidence {b['confidence']:g}\n"
+        f"with confidence {b['confidence']:g}; resampled, they put the threshold at "
+        f"{lo:.3f}-{hi:.3f} (90%)\n"
     )
     print(f"{'clients':<22} {'alerted':>8} {'AUC':>6}  queries to detect (median / p90)")
     print(f"{'benign (false pos.)':<22} {r['benign_fpr']:>8.2%} {'':>6}")
@@ -592,6 +594,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     print(f"  reference tables            {tables}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
     print(f"  highest peaks               {_top_peaks(cal.peaks, det.peak_clients, cal.threshold)}")
+    print(f"  threshold, resampled        {_threshold_range(*cal.threshold_range())}")
     if check:
         print(f"  held out, reaching it       {check}")
     print(f"  signals                     {', '.join(cal.signals)}")
@@ -609,6 +612,18 @@ def _top_peaks(peaks: list[float], ids: list[str], threshold: float, n: int = 5)
     top = ", ".join(f"{ids[i]} {peaks[i]:.1f}" for i in order[:n])
     above = sum(p >= threshold for p in peaks)
     return f"{top} (the threshold is the {above}{_ordinal(above)} highest)"
+
+
+def _threshold_range(lo: float, hi: float) -> str:
+    """Where the threshold falls over resamples of the calibration clients,
+    and a word when that is wide."""
+    text = f"{lo:.3f}-{hi:.3f} (90% of bootstrap resamples of the peaks)"
+    if hi > 2 * lo:
+        text += (
+            "; wide: a few clients set it (the highest peaks), "
+            "and more benign traffic would steady it"
+        )
+    return text
 
 
 def _ordinal(n: int) -> str:

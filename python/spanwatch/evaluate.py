@@ -552,6 +552,8 @@ def evaluate(
         },
         "auc": {k: _auc(pk_arr["benign"], pk_arr[k]) for k in (*SCENARIOS, *mixed_kinds())},
         "threshold": cal.threshold,
+        # where the threshold falls over bootstrap resamples of the calibration peaks (90%)
+        "threshold_range": list(cal.threshold_range()),
         "drift": cal.drift,
         "target_fpr": target_fpr,
         "confidence": confidence,

@@ -131,6 +131,8 @@ def test_eval_writes_the_report_and_plots(tmp_path: Path, monkeypatch: pytest.Mo
     bound = details["benign_fpr_bound"]
     assert bound["confidence"] == 0.9 and 0.05 < bound["rate"] < 0.3
     assert details["confidence"] is None
+    lo, hi = details["threshold_range"]
+    assert lo <= details["threshold"] <= hi
     # every detected client is credited to one of the calibration's signals
     leads = details["lead_signals"]
     for kind in ("sweeper", "harvester"):
@@ -197,6 +199,11 @@ def test_tune_writes_a_config_that_the_detector_loads(
     assert len(named) == 5 and all(c.startswith("benign-") for c, _ in named), top[1]
     assert [v for _, v in named] == sorted((v for _, v in named), reverse=True)
     assert 1 <= int(top[2]) <= 30
+    # where resampling the calibration clients would put the threshold, around it
+    spread = re.search(r"threshold, resampled +(\d+\.\d+)-(\d+\.\d+) \(90%", said)
+    assert spread is not None, said
+    threshold = float(re.search(r"threshold \(evidence ratio\) +(\d+\.\d+)", said)[1])  # type: ignore[index]
+    assert float(spread[1]) <= threshold + 5e-4 and threshold <= float(spread[2]) + 5e-4
     assert "held-out clients" in out.read_text()
     cfg = tomllib.loads(out.read_text())
     assert Path(cfg["scoring"]["calibration"]).is_file()

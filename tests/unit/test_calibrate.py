@@ -18,6 +18,7 @@ from spanwatch.calibrate import (
     conformal_quantile,
     fit_calibration,
     fpr_bound,
+    threshold_spread,
     wilson_interval,
 )
 from spanwatch.errors import ConfigError
@@ -57,6 +58,44 @@ def test_the_plain_rank_is_the_conformal_one() -> None:
     assert conformal_quantile(v, TARGET, 0.9) == 799.0
     # fewer values than 1/target: above all of them
     assert conformal_quantile(v[:100], TARGET) > 100
+
+
+def _resampled(v: np.ndarray, confidence: float | None, draws: int = 4000) -> np.ndarray:
+    """The threshold over `draws` bootstrap resamples of v, by brute force."""
+    rng = np.random.default_rng(13)
+    n = len(v)
+    return np.array(
+        [conformal_quantile(v[rng.integers(0, n, n)], TARGET, confidence) for _ in range(draws)]
+    )
+
+
+@pytest.mark.parametrize(("n", "confidence"), [(800, None), (800, 0.9), (100, None)])
+def test_the_threshold_spread_is_that_of_resampling(n: int, confidence: float | None) -> None:
+    v = np.random.default_rng(n).random(n)
+    lo, hi = threshold_spread(v, TARGET, confidence)
+    brute = _resampled(v, confidence)
+    # the exact 5% and 95% points, against 4000 resamples: within one value
+    ranks = np.searchsorted(np.sort(v), [lo, hi])
+    ranks_brute = np.searchsorted(np.sort(v), np.quantile(brute, [0.05, 0.95], method="lower"))
+    if n < 1 / TARGET:  # above all values: compare the thresholds themselves
+        assert abs(lo - np.quantile(brute, 0.05)) < 0.02 and hi >= np.quantile(brute, 0.95)
+    else:
+        assert np.all(np.abs(ranks - ranks_brute) <= 1), (ranks, ranks_brute)
+    assert lo <= conformal_quantile(v, TARGET, confidence) <= hi
+
+
+def test_a_few_clients_far_above_the_rest_make_the_spread_wide() -> None:
+    rng = np.random.default_rng(4)
+    smooth = rng.random(800)
+    lo, hi = threshold_spread(smooth, TARGET)
+    assert hi < 1.01 * lo
+    # four outliers at the threshold's rank: resampled, it falls among them or below
+    v = np.concatenate([smooth[:796], [50.0, 60.0, 80.0, 100.0]])
+    assert conformal_quantile(v, TARGET) == 50.0
+    lo, hi = threshold_spread(v, TARGET)
+    assert lo < 1.0 and hi >= 80.0
+    with pytest.raises(ConfigError, match="level must be in"):
+        threshold_spread(v, TARGET, level=1.0)
 
 
 def test_too_few_clients_for_a_confidence_say_how_many_it_takes() -> None:
