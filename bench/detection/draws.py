@@ -64,6 +64,14 @@ def main() -> None:
         help="also: the scoring with scoring.bags = B instead of the configured number",
     )
     ap.add_argument(
+        "--bag-share",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also: the scoring with scoring.bag_share = S (and --bags B if given) instead of "
+        "the configured share",
+    )
+    ap.add_argument(
         "--drift-quantile",
         type=float,
         default=0.0,
@@ -78,6 +86,8 @@ def main() -> None:
         ap.error("--draws must be at least 1 and --bag at least 0")
     if not 0 <= args.drift_quantile < 1:
         ap.error("--drift-quantile must be in (0, 1)")
+    if not 0 <= args.bag_share < 1:
+        ap.error("--bag-share must be in (0, 1)")
     os.environ.setdefault("SPANWATCH_SECRET_KEY", "detection-bench")
     settings = load_settings(None)
     pools = {n: load_pool(f"{args.pools}/{n}.jsonl") for n in ("benign", "attack", "templates")}
@@ -102,6 +112,7 @@ def main() -> None:
         "max_surprise": settings.scoring.max_surprise,
         "drift_quantile": settings.scoring.drift_quantile,
         "bags": settings.scoring.bags,
+        "bag_share": settings.scoring.bag_share,
     }
     for i in range(args.draws):
         pick = rng.permutation(len(cal_rows))
@@ -122,9 +133,16 @@ def main() -> None:
                 bags,
                 conformal_quantile(peaks, args.target_fpr),
             )
-        if args.bags:
+        if args.bags and not args.bag_share:
             bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "bags": args.bags})
             ways[f"scoring.bags = {args.bags}"] = ([bagged], bagged.threshold)
+        if args.bag_share:
+            share = {"bag_share": args.bag_share, "bags": args.bags or fit["bags"]}
+            bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, **share})
+            ways[f"scoring.bags = {share['bags']}, bag_share = {args.bag_share:g}"] = (
+                [bagged],
+                bagged.threshold,
+            )
         if args.drift_quantile:
             q = args.drift_quantile
             other = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "drift_quantile": q})
@@ -133,7 +151,12 @@ def main() -> None:
             row = _measure(cals, threshold, sk.signals, scored)
             for k, v in row.items():
                 tables.setdefault(way, {}).setdefault(k, []).append(v)
-        print(f"draw {i + 1} of {args.draws}: threshold {cal.threshold:.2f}", flush=True)
+        lo, hi = cal.threshold_range()
+        print(
+            f"draw {i + 1} of {args.draws}: threshold {cal.threshold:.2f} "
+            f"(resampled peaks: {lo:.2f}-{hi:.2f})",
+            flush=True,
+        )
     print(
         f"\nseed {args.seed}, {args.stream_length} queries, {args.draws} calibrations of "
         f"{args.ref} + {args.ref} clients drawn from {args.calibration_clients}; "

@@ -9,8 +9,9 @@ far less evidence than late ones.
 
 Calibration uses benign traffic only, split in two disjoint halves of
 clients: one gives the reference distributions, the other the threshold.
-The reference distributions come in bags, each from a random half of the
-reference clients, and the per-checkpoint surprise is averaged over them.
+The reference distributions come in bags, each from a random share (by
+default half) of the reference clients, and the per-checkpoint surprise is
+averaged over them.
 """
 
 from __future__ import annotations
@@ -411,6 +412,7 @@ def fit_calibration(
     cross_fit: bool = True,
     confidence: float | None = None,
     bags: int = 1,
+    bag_share: float = 0.5,
     seed: int = 0,
 ) -> Calibration:
     """Reference tables from `ref_rows` (one array of checkpoint rows per
@@ -422,12 +424,15 @@ def fit_calibration(
     benign reference clients' per-checkpoint surprise, so ordinary
     fluctuations do not accumulate. With a `confidence`, the threshold is
     the one of `conformal_quantile` with it. With `bags` > 1 (and at least
-    2 * MIN_BAG reference clients), the reference tables come in that many
-    bags, each from a random half of `ref_rows` drawn with `seed`."""
+    MIN_BAG reference clients per bag), the reference tables come in that
+    many bags, each from a random `bag_share` of `ref_rows` drawn with
+    `seed`."""
     _check_target(target_fpr)
     _check_confidence(confidence)
     if bags < 1:
         raise ConfigError(f"bags must be at least 1, got {bags}")
+    if not 0 < bag_share < 1:
+        raise ConfigError(f"bag_share must be in (0, 1), got {bag_share}")
     if not 0 < drift_quantile < 1:
         raise ConfigError(f"drift_quantile must be in (0, 1), got {drift_quantile}")
     if len(ref_rows) < 10 or len(thr_rows) < 10:
@@ -437,22 +442,23 @@ def fit_calibration(
     if k_max < 1:
         raise ConfigError(f"benign clients must reach {every} queries to calibrate")
     m, n = len(signals.names), len(ref_rows)
-    if bags > 1 and n // 2 < MIN_BAG:
+    size = int(n * bag_share)
+    if bags > 1 and size < MIN_BAG:
         log.warning(
-            "one set of reference tables instead of %d bags: a bag takes half of the %d "
+            "one set of reference tables instead of %d bags: a bag takes %g of the %d "
             "reference clients, and needs at least %d",
-            bags, n, MIN_BAG,
+            bags, bag_share, n, MIN_BAG,
         )  # fmt: skip
         bags = 1
     # held[b, i]: bag b's tables hold reference client i. With more than
-    # one bag, each holds a random half, so a broad benign user is missing
-    # from about half of them.
+    # one bag, each holds a random share, so a broad benign user is missing
+    # from most or about half of them.
     held = np.ones((1, n), dtype=bool)
     if bags > 1:
         rng = np.random.default_rng(seed)
         held = np.zeros((bags, n), dtype=bool)
         for b in range(bags):
-            held[b, rng.permutation(n)[: n // 2]] = True
+            held[b, rng.permutation(n)[:size]] = True
     per_bag = [
         _tables(signals, [ref_rows[i] for i in np.flatnonzero(in_bag).tolist()], every, k_max)
         for in_bag in held
@@ -502,7 +508,8 @@ def fit_calibration(
         swapped = fit_calibration(
             signals, thr_rows, ref_rows, every=every, target_fpr=target_fpr,
             drift=drift, drift_quantile=drift_quantile, stream_length=stream_length,
-            max_surprise=max_surprise, cross_fit=False, bags=bags, seed=seed + 1,
+            max_surprise=max_surprise, cross_fit=False, bags=bags, bag_share=bag_share,
+            seed=seed + 1,
         )  # fmt: skip
         peaks += swapped.peaks
         cal.clients_threshold = len(peaks)

@@ -587,7 +587,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     print(f"  threshold (evidence ratio)  {cal.threshold:.3f}")
     print(f"  drift                       {cal.drift:.3f} ({drift_from})")
     tables = (
-        f"{cal.bags} bags of {cal.clients_ref // 2} clients"
+        f"{cal.bags} bags of {int(cal.held[0].sum())} clients"
         if cal.bags > 1
         else f"one set of {cal.clients_ref} clients"
     )

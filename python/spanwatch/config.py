@@ -152,8 +152,15 @@ class ScoringSettings(_Section):
         default=16,
         ge=1,
         le=64,
-        description="reference table sets, each from a random half of the reference clients, "
+        description="reference table sets, each from a random share of the reference clients, "
         "that the evidence is averaged over (calibration time; costs bags x the scoring)",
+    )
+    bag_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="calibration time: the share of the reference clients in each bag "
+        "(at least 100 clients per bag, else one table)",
     )
     coverage_threshold: float = Field(default=0.85, gt=0.0)
     informative_share: float = Field(default=0.5, gt=0.0, le=1.0)

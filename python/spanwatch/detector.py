@@ -409,6 +409,7 @@ class Detector:
             drift_quantile=self.config.scoring.drift_quantile,
             confidence=confidence,
             bags=self.config.scoring.bags,
+            bag_share=self.config.scoring.bag_share,
         )
         self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
         cal.group_sums = group_sums(

@@ -503,6 +503,7 @@ def evaluate(
         drift_quantile=settings.scoring.drift_quantile,
         confidence=confidence,
         bags=settings.scoring.bags,
+        bag_share=settings.scoring.bag_share,
     )
 
     peaks: dict[str, list[float]] = {}
@@ -561,6 +562,7 @@ def evaluate(
         "benign_fpr_bound": {"confidence": bound_at, "rate": bound},
         "calibration_clients": {"reference": cal.clients_ref, "threshold": cal.clients_threshold},
         "bags": cal.bags,
+        "bag_share": settings.scoring.bag_share,
         "attackers_per_scenario": n_attackers,
         "space_levels": space.levels,
         "signals": cal.signals,

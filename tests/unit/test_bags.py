@@ -1,5 +1,5 @@
-"""Bagged reference tables (`scoring.bags`): each bag holds a random half of
-the reference clients, and a checkpoint's surprise is the mean over the
+"""Bagged reference tables (`scoring.bags`): each bag holds a random half (or
+`scoring.bag_share`) of the reference clients, and a checkpoint's surprise is the mean over the
 bags, so one broad benign user caps an unusual client's evidence only in the
 bags that hold it."""
 
@@ -83,6 +83,27 @@ def test_a_broad_reference_user_caps_the_evidence_only_where_it_is() -> None:
     p = eight.pvalues(at, values)[0, j]
     each = [eight.bag_pvalues(b, at, values)[0, j] for b in range(8)]
     assert p == pytest.approx(float(np.exp(np.mean(np.log(each)))))
+
+
+def test_a_bag_share_sets_how_many_reference_clients_each_bag_holds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    signals, ref, thr = _setup()
+    fit = {"every": 10, "target_fpr": 0.01, "bags": 8}
+    quarter = fit_calibration(signals, ref, thr, bag_share=0.25, **fit)
+    j = signals.names.index("singletons")
+    assert (quarter.held.sum(axis=1) == 100).all()
+    assert (quarter.sizes[:, :, j] == 100).all()
+    # the broad user is missing from about three bags in four
+    tops = np.nanmax(quarter.tables[:, 1, j], axis=1)
+    assert 0 < (tops == 30).sum() < 5
+    # a share that leaves fewer than 100 clients per bag: one table, said so
+    with caplog.at_level("WARNING", logger="spanwatch.calibrate"):
+        assert fit_calibration(signals, ref, thr, bag_share=0.2, **fit).bags == 1
+    assert "a bag takes 0.2 of the 400 reference clients" in caplog.text
+    for bad in (0.0, 1.0):
+        with pytest.raises(ConfigError, match="bag_share must be in"):
+            fit_calibration(signals, ref, thr, bag_share=bad, **fit)
 
 
 def test_the_drift_sees_each_reference_client_against_the_bags_that_hold_it() -> None:

@@ -174,6 +174,7 @@ def test_unknown_key_raises_config_error_naming_it(tmp_path: Path, text: str, ke
         ("max_prompt_bytes = 0\n", "max_prompt_bytes: Input should be greater than"),
         ("[scoring]\ninformative_share = 1.5\n", "scoring.informative_share: Input should be"),
         ("[scoring]\ndrift_quantile = 1.0\n", "scoring.drift_quantile: Input should be less"),
+        ("[scoring]\nbag_share = 0.0\n", "scoring.bag_share: Input should be greater than"),
     ],
 )
 def test_bad_value_raises_config_error_naming_the_key(
