@@ -452,7 +452,7 @@ def fit_calibration(
         bags = 1
     # held[b, i]: bag b's tables hold reference client i. With more than
     # one bag, each holds a random share, so a broad benign user is missing
-    # from most or about half of them.
+    # from the bags that did not draw it (about half at the default share).
     held = np.ones((1, n), dtype=bool)
     if bags > 1:
         rng = np.random.default_rng(seed)
