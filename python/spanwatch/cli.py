@@ -549,8 +549,15 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     assert det.space is not None
     peaks = det.calibration_peaks
     held_peaks = np.array(list(det.peaks(held).values())) if held else np.zeros(0)
+    spread = cal.threshold_range()
     png = plot_tune(
-        peaks, cal.threshold, args.target_fpr, Path(f"{stem}.png"), held_peaks, args.confidence
+        peaks,
+        cal.threshold,
+        args.target_fpr,
+        Path(f"{stem}.png"),
+        held_peaks,
+        args.confidence,
+        spread,
     )
     check = ""
     if len(held_peaks):
@@ -594,7 +601,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     print(f"  reference tables            {tables}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
     print(f"  highest peaks               {_top_peaks(cal.peaks, det.peak_clients, cal.threshold)}")
-    print(f"  threshold, resampled        {_threshold_range(*cal.threshold_range())}")
+    print(f"  threshold, resampled        {_threshold_range(*spread)}")
     if check:
         print(f"  held out, reaching it       {check}")
     print(f"  signals                     {', '.join(cal.signals)}")

@@ -101,9 +101,11 @@ def plot_tune(
     out: Path,
     held: np.ndarray | None = None,
     confidence: float | None = None,
+    spread: tuple[float, float] | None = None,
 ) -> Path:
-    """The benign clients' highest evidence, with the calibrated threshold,
-    and the held-out clients' beside them when there are any."""
+    """The benign clients' highest evidence, with the calibrated threshold
+    (and the range that resampling the clients puts it in, as a band), and
+    the held-out clients' beside them when there are any."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     held = np.zeros(0) if held is None else held
@@ -113,6 +115,10 @@ def plot_tune(
     if len(held):
         ax.hist(held, bins=bins, histtype="step", lw=1.5, color="darkorange", label="held out")
     ax.axvline(threshold, color="crimson", ls="--", label=f"threshold {threshold:.2f}")
+    if spread is not None:
+        lo, hi = spread
+        label = f"threshold over resamples (90%): {lo:.2f}-{hi:.2f}"
+        ax.axvspan(lo, hi, color="crimson", alpha=0.12, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("highest evidence ratio (CUSUM / benign envelope) over the stream")
     ax.set_ylabel("benign clients")
