@@ -644,6 +644,11 @@ def threshold_spread(
         raise ConfigError(f"level must be in (0, 1), got {level}")
     ordered = np.sort(np.asarray(values, dtype=np.float64))
     n = len(ordered)
+    if n == 0:
+        raise ConfigError(
+            "no benign peaks to resample (a calibration loaded from its file has none: "
+            "they are not saved)"
+        )
     check_enough_clients(n, target_fpr, confidence)
     rank = _rank(n, target_fpr, confidence)
     j = np.arange(1, n + 1)

@@ -96,6 +96,8 @@ def test_a_few_clients_far_above_the_rest_make_the_spread_wide() -> None:
     assert lo < 1.0 and hi >= 80.0
     with pytest.raises(ConfigError, match="level must be in"):
         threshold_spread(v, TARGET, level=1.0)
+    with pytest.raises(ConfigError, match="no benign peaks to resample"):
+        threshold_spread([], TARGET)
 
 
 def test_too_few_clients_for_a_confidence_say_how_many_it_takes() -> None:
