@@ -105,15 +105,7 @@ def main() -> None:
     rng = np.random.default_rng([args.seed, 2])
     bag_rng = np.random.default_rng([args.seed, 3])  # the draws are the same with or without
     tables: dict[str, dict[str, list[float]]] = {}
-    fit: dict[str, Any] = {
-        "every": settings.scoring.checkpoint_every,
-        "target_fpr": args.target_fpr,
-        "drift": settings.scoring.drift,
-        "max_surprise": settings.scoring.max_surprise,
-        "drift_quantile": settings.scoring.drift_quantile,
-        "bags": settings.scoring.bags,
-        "bag_share": settings.scoring.bag_share,
-    }
+    fit: dict[str, Any] = {**settings.scoring.calibration_options(), "target_fpr": args.target_fpr}
     for i in range(args.draws):
         pick = rng.permutation(len(cal_rows))
         ref = [cal_rows[j] for j in pick[: args.ref]]
@@ -133,16 +125,16 @@ def main() -> None:
                 bags,
                 conformal_quantile(peaks, args.target_fpr),
             )
-        if args.bags and not args.bag_share:
-            bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "bags": args.bags})
-            ways[f"scoring.bags = {args.bags}"] = ([bagged], bagged.threshold)
-        if args.bag_share:
-            share = {"bag_share": args.bag_share, "bags": args.bags or fit["bags"]}
-            bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, **share})
-            ways[f"scoring.bags = {share['bags']}, bag_share = {args.bag_share:g}"] = (
-                [bagged],
-                bagged.threshold,
-            )
+        if args.bags or args.bag_share:
+            alt = {
+                "bags": args.bags or fit["bags"],
+                "bag_share": args.bag_share or fit["bag_share"],
+            }
+            bagged = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, **alt})
+            way = f"scoring.bags = {alt['bags']}"
+            if args.bag_share:
+                way += f", bag_share = {args.bag_share:g}"
+            ways[way] = ([bagged], bagged.threshold)
         if args.drift_quantile:
             q = args.drift_quantile
             other = fit_calibration(sk.signals, ref, thr, seed=i, **{**fit, "drift_quantile": q})

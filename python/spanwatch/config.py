@@ -166,6 +166,17 @@ class ScoringSettings(_Section):
     informative_share: float = Field(default=0.5, gt=0.0, le=1.0)
     severity_steps: tuple[float, float] = (0.92, 0.97)
 
+    def calibration_options(self) -> dict[str, Any]:
+        """The `fit_calibration` keywords that this section sets."""
+        return {
+            "every": self.checkpoint_every,
+            "drift": self.drift,
+            "drift_quantile": self.drift_quantile,
+            "max_surprise": self.max_surprise,
+            "bags": self.bags,
+            "bag_share": self.bag_share,
+        }
+
 
 class GroupSettings(_Section):
     """Detection of accounts that act as one: which links are looked for,

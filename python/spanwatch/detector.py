@@ -401,15 +401,10 @@ class Detector:
             self._signals,
             ref,
             thr,
-            every=self.config.scoring.checkpoint_every,
             target_fpr=target_fpr,
-            drift=self.config.scoring.drift,
             stream_length=max((len(st.texts) for st in streams), default=0),
-            max_surprise=self.config.scoring.max_surprise,
-            drift_quantile=self.config.scoring.drift_quantile,
             confidence=confidence,
-            bags=self.config.scoring.bags,
-            bag_share=self.config.scoring.bag_share,
+            **self.config.scoring.calibration_options(),
         )
         self.calibration_peaks = np.array([max_evidence(cal, self._signals, r) for r in rows])
         cal.group_sums = group_sums(

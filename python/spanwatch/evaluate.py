@@ -495,15 +495,10 @@ def evaluate(
         signals,
         cal_rows[:half],
         cal_rows[half:],
-        every=every,
         target_fpr=target_fpr,
-        drift=settings.scoring.drift,
         stream_length=L,
-        max_surprise=settings.scoring.max_surprise,
-        drift_quantile=settings.scoring.drift_quantile,
         confidence=confidence,
-        bags=settings.scoring.bags,
-        bag_share=settings.scoring.bag_share,
+        **settings.scoring.calibration_options(),
     )
 
     peaks: dict[str, list[float]] = {}
