@@ -44,6 +44,7 @@ __all__ = [
     "group_sums",
     "target_wording",
     "threshold_spread",
+    "wide_range",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -140,7 +141,8 @@ class Calibration:
     # (k,) for groups of 1..k accounts: the benign (1 - group target) quantile
     # of the sum of the accounts' shares of their own alarm bound.
     group_sums: F64 = field(default_factory=lambda: np.zeros(0))
-    # the threshold clients' peaks the threshold was drawn from (not saved)
+    # the calibration clients' peaks the threshold was drawn from (saved
+    # since files that hold `peaks.npy`; older files load with none)
     peaks: list[float] = field(default_factory=list)
     # (bags, reference clients): which bags' tables hold each reference
     # client (not saved)
@@ -167,6 +169,22 @@ class Calibration:
         """Where the threshold falls over bootstrap resamples of this
         calibration's own peaks (`threshold_spread`)."""
         return threshold_spread(self.peaks, self.target_fpr, self.confidence, level)
+
+    def describe(self) -> str:
+        """One line for the log: the threshold, what it holds, and where it
+        falls over resamples of the calibration clients when the peaks are
+        known."""
+        text = (
+            f"threshold {self.threshold:.3f} for {self.target_fpr:.2%} benign clients alerting "
+            f"{target_wording(self.confidence)}, from {self.clients_threshold} clients"
+        )
+        if not self.peaks:
+            return text + " (no peaks in this file, so no resampled range)"
+        lo, hi = self.threshold_range()
+        text += f"; resampled {lo:.3f}-{hi:.3f}"
+        if wide_range(lo, hi):
+            text += " (wide: a few clients set it, more benign traffic would steady it)"
+        return text
 
     @property
     def bags(self) -> int:
@@ -305,6 +323,7 @@ class Calibration:
                 ("scales.npy", self.scales),
                 ("envelope.npy", self.envelope),
                 ("group_sums.npy", self.group_sums),
+                ("peaks.npy", np.asarray(self.peaks, dtype=np.float64)),
             )
             for name, arr in arrays:
                 buf = io.BytesIO()
@@ -324,6 +343,17 @@ class Calibration:
                     np.load(io.BytesIO(z.read("group_sums.npy")), allow_pickle=False)
                     if "group_sums.npy" in z.namelist()
                     else np.zeros(0)
+                )
+                peaks = (
+                    np.load(io.BytesIO(z.read("peaks.npy")), allow_pickle=False)
+                    if "peaks.npy" in z.namelist()
+                    else np.zeros(0)
+                )
+            if peaks.ndim != 1 or not np.isfinite(peaks).all():
+                raise ValueError(f"peaks of shape {peaks.shape}, or not finite")
+            if len(peaks) and len(peaks) != int(meta["clients_threshold"]):
+                raise ValueError(
+                    f"{len(peaks)} peaks for {meta['clients_threshold']} threshold clients"
                 )
             if meta.get("format") != FORMAT or meta.get("version") not in READABLE:
                 raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
@@ -349,6 +379,7 @@ class Calibration:
                 confidence=None if meta.get("confidence") is None else float(meta["confidence"]),
                 envelope=envelope,
                 group_sums=groups,
+                peaks=peaks.tolist(),
             )
         except FileNotFoundError:
             raise ConfigError(f"calibration file not found: {path}") from None
@@ -646,8 +677,8 @@ def threshold_spread(
     n = len(ordered)
     if n == 0:
         raise ConfigError(
-            "no benign peaks to resample (a calibration loaded from its file has none: "
-            "they are not saved)"
+            "no benign peaks to resample (calibration files written before the peaks "
+            "were saved hold none: calibrate again with spanwatch tune)"
         )
     check_enough_clients(n, target_fpr, confidence)
     rank = _rank(n, target_fpr, confidence)
@@ -659,6 +690,12 @@ def threshold_spread(
     lo = int(np.searchsorted(cdf, tail))
     hi = int(np.searchsorted(cdf, 1 - tail))
     return float(picks[min(lo, n - 1)]), float(picks[min(hi, n - 1)])
+
+
+def wide_range(lo: float, hi: float) -> bool:
+    """Whether a resampled threshold range is wide: its top more than twice
+    its bottom."""
+    return hi > 2 * lo
 
 
 def target_wording(confidence: float | None) -> str:

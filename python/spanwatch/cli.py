@@ -624,8 +624,10 @@ def _top_peaks(peaks: list[float], ids: list[str], threshold: float, n: int = 5)
 def _threshold_range(lo: float, hi: float) -> str:
     """Where the threshold falls over resamples of the calibration clients,
     and a word when that is wide."""
+    from spanwatch.calibrate import wide_range
+
     text = f"{lo:.3f}-{hi:.3f} (90% of bootstrap resamples of the peaks)"
-    if hi > 2 * lo:
+    if wide_range(lo, hi):
         text += (
             "; wide: a few clients set it (the highest peaks), "
             "and more benign traffic would steady it"

@@ -105,8 +105,9 @@ class Detector:
         self._links: dict[str, list[str]] = {}
         # clients that passed a checkpoint in the last observe() call
         self.checkpointed: list[str] = []
-        if self.config.scoring.calibration:
-            self.calibration = Calibration.load(self.config.scoring.calibration)
+        if path := self.config.scoring.calibration:
+            self.calibration = Calibration.load(path)
+            log.info("calibration %s: %s", path, self.calibration.describe())
         if self.config.using_dev_secret:
             log.warning(
                 "no secret_key configured: using the built-in development key. "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def test_bags_travel_in_the_file_and_a_version_1_file_reads_as_one(tmp_path: Pat
 
 
 def test_the_detector_scores_against_a_bagged_calibration_file(
-    settings: object, tmp_path: Path
+    settings: object, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """From the file to an alert: a client that spreads over every cell
     alarms with its sequential evidence against the bound, one that keeps
@@ -231,8 +232,12 @@ def test_the_detector_scores_against_a_bagged_calibration_file(
             ),
         }
     )
-    det = Detector(cfg, space=space)
+    with caplog.at_level(logging.INFO, logger="spanwatch.detector"):
+        det = Detector(cfg, space=space)
     assert det.calibration is not None and det.calibration.bags == 16
+    # the log says what the threshold rests on, from the peaks in the file
+    lo, hi = cal.threshold_range()
+    assert f"resampled {lo:.3f}-{hi:.3f}" in caplog.text
 
     def run(client: str, cells: npt.NDArray[np.int64]) -> list[object]:
         events = [Event(client_id=client, prompt=f"{client} {i}", ts=float(i)) for i in range(40)]

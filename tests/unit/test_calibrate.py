@@ -3,6 +3,7 @@ benign values they let through, over many draws of the benign values."""
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -163,6 +164,58 @@ def test_the_confidence_travels_in_the_calibration_file(tmp_path: Path) -> None:
         for n, data in parts.items():
             z.writestr(n, data)
     assert Calibration.load(path).confidence is None
+
+
+def _rewrite(path: Path, change: dict[str, bytes | None]) -> None:
+    """Replaces (bytes) or drops (None) parts of a calibration file."""
+    with zipfile.ZipFile(path) as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    for name, data in change.items():
+        if data is None:
+            parts.pop(name, None)
+        else:
+            parts[name] = data
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in parts.items():
+            z.writestr(n, data)
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_the_peaks_travel_in_the_file_so_a_loaded_calibration_has_its_range(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cal.zip"
+    cal = _calibration(None)
+    rng = np.random.default_rng(3)
+    cal.peaks = rng.lognormal(size=800).tolist()
+    cal.clients_threshold = 800
+    cal.threshold = conformal_quantile(cal.peaks, TARGET)
+    cal.save(path)
+    back = Calibration.load(path)
+    assert back.peaks == cal.peaks
+    assert back.threshold_range() == cal.threshold_range()
+    assert back.benign_bound() == cal.benign_bound()
+    lo, hi = back.threshold_range()
+    assert f"resampled {lo:.3f}-{hi:.3f}" in back.describe()
+
+    # a file written before the peaks were saved loads, and says it has no range
+    _rewrite(path, {"peaks.npy": None})
+    old = Calibration.load(path)
+    assert old.peaks == []
+    assert "no resampled range" in old.describe()
+    with pytest.raises(ConfigError, match="calibrate again"):
+        old.threshold_range()
+
+    # peaks that do not match the file's client count, or are not finite: clear errors
+    for bad in (np.ones(799), np.full(800, np.nan), np.ones((800, 2))):
+        _rewrite(path, {"peaks.npy": _npy(bad)})
+        with pytest.raises(ConfigError, match="not a readable calibration file"):
+            Calibration.load(path)
 
 
 def test_the_client_count_check_comes_before_any_work() -> None:
