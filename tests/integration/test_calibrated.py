@@ -213,6 +213,9 @@ def test_tune_writes_a_config_that_the_detector_loads(
     settings = load_settings(out)
     det = Detector(settings, embedder=embedder)
     assert isinstance(det.calibration, Calibration)
+    # the file keeps the peaks: the loaded calibration has the range tune printed
+    lo, hi = det.calibration.threshold_range()
+    assert (f"{lo:.3f}", f"{hi:.3f}") == (spread[1], spread[2])
     from spanwatch.space import Space
 
     det.use_space(Space.load(settings.space.path))  # type: ignore[arg-type]
