@@ -141,8 +141,8 @@ class Calibration:
     # (k,) for groups of 1..k accounts: the benign (1 - group target) quantile
     # of the sum of the accounts' shares of their own alarm bound.
     group_sums: F64 = field(default_factory=lambda: np.zeros(0))
-    # the calibration clients' peaks the threshold was drawn from (saved
-    # since files that hold `peaks.npy`; older files load with none)
+    # the calibration clients' peaks the threshold was drawn from (in the
+    # file's peaks.npy; files from before it load with none)
     peaks: list[float] = field(default_factory=list)
     # (bags, reference clients): which bags' tables hold each reference
     # client (not saved)
@@ -180,7 +180,10 @@ class Calibration:
         )
         if not self.peaks:
             return text + " (no peaks in this file, so no resampled range)"
-        lo, hi = self.threshold_range()
+        try:
+            lo, hi = self.threshold_range()
+        except ConfigError as e:
+            return text + f" (no resampled range: {e})"
         text += f"; resampled {lo:.3f}-{hi:.3f}"
         if wide_range(lo, hi):
             text += " (wide: a few clients set it, more benign traffic would steady it)"
@@ -349,14 +352,14 @@ class Calibration:
                     if "peaks.npy" in z.namelist()
                     else np.zeros(0)
                 )
+            if meta.get("format") != FORMAT or meta.get("version") not in READABLE:
+                raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
             if peaks.ndim != 1 or not np.isfinite(peaks).all():
                 raise ValueError(f"peaks of shape {peaks.shape}, or not finite")
             if len(peaks) and len(peaks) != int(meta["clients_threshold"]):
                 raise ValueError(
                     f"{len(peaks)} peaks for {meta['clients_threshold']} threshold clients"
                 )
-            if meta.get("format") != FORMAT or meta.get("version") not in READABLE:
-                raise ConfigError(f"{path} is not a spanwatch calibration file (version {VERSION})")
             if meta["version"] == 1:
                 tables, sizes, scales = tables[None], sizes[None], scales[None]
             if not (tables.ndim == 4 and sizes.shape == scales.shape == tables.shape[:3]):

@@ -4,6 +4,7 @@ it knows nothing of Kafka."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -108,6 +109,9 @@ class Detector:
         if path := self.config.scoring.calibration:
             self.calibration = Calibration.load(path)
             log.info("calibration %s: %s", path, self.calibration.describe())
+            chosen = self.config.scoring.threshold
+            if chosen and not math.isclose(chosen, self.calibration.threshold, rel_tol=1e-6):
+                log.info("scoring.threshold %.3f is used instead of the calibration's", chosen)
         if self.config.using_dev_secret:
             log.warning(
                 "no secret_key configured: using the built-in development key. "

@@ -238,6 +238,12 @@ def test_the_detector_scores_against_a_bagged_calibration_file(
     # the log says what the threshold rests on, from the peaks in the file
     lo, hi = cal.threshold_range()
     assert f"resampled {lo:.3f}-{hi:.3f}" in caplog.text
+    assert "is used instead" not in caplog.text
+    # and when the config sets another threshold, that it is the one used
+    scoring = cfg.scoring.model_copy(update={"threshold": cal.threshold * 2})
+    with caplog.at_level(logging.INFO, logger="spanwatch.detector"):
+        Detector(cfg.model_copy(update={"scoring": scoring}), space=space)
+    assert f"scoring.threshold {cal.threshold * 2:.3f} is used instead" in caplog.text
 
     def run(client: str, cells: npt.NDArray[np.int64]) -> list[object]:
         events = [Event(client_id=client, prompt=f"{client} {i}", ts=float(i)) for i in range(40)]
