@@ -33,13 +33,22 @@ from spanwatch.calibrate import (
 )
 from spanwatch.config import load_settings
 from spanwatch.detector import Detector
-from spanwatch.evaluate import F64, _auc, _qtd, build_streams, load_pool, sketch_streams
+from spanwatch.evaluate import (
+    F64,
+    Streams,
+    _auc,
+    _qtd,
+    build_streams,
+    load_pool,
+    sketch_streams,
+)
 
 KINDS = ("harvester", "mixed_0.05", "mixed_0.10", "mixed_0.25", "mixed_same_0.10")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_stream_flags(ap: argparse.ArgumentParser) -> None:
+    """The flags that say which streams to build and how many calibrations
+    to draw from them (shared with neighbours.py)."""
     ap.add_argument("--pools", default="out/pools")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--stream-length", type=int, default=200)
@@ -48,6 +57,23 @@ def main() -> None:
     ap.add_argument("--attackers", type=int, default=100)
     ap.add_argument("--ref", type=int, default=400, help="clients per half of one calibration")
     ap.add_argument("--draws", type=int, default=5)
+
+
+def build(args: argparse.Namespace) -> Streams:
+    """The eval's streams for these flags, with `--calibration-clients`
+    calibration clients to draw from."""
+    pools = {n: load_pool(f"{args.pools}/{n}.jsonl") for n in ("benign", "attack", "templates")}
+    return build_streams(
+        np.random.default_rng(args.seed), pools["benign"], pools["attack"],
+        templates=pools["templates"], stream_length=args.stream_length,
+        n_clients=args.clients, n_calibration=args.calibration_clients,
+        n_attackers=args.attackers, seed=args.seed,
+    )  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_stream_flags(ap)
     ap.add_argument(
         "--bag",
         type=int,
@@ -90,13 +116,7 @@ def main() -> None:
         ap.error("--bag-share must be in (0, 1)")
     os.environ.setdefault("SPANWATCH_SECRET_KEY", "detection-bench")
     settings = load_settings(None)
-    pools = {n: load_pool(f"{args.pools}/{n}.jsonl") for n in ("benign", "attack", "templates")}
-    built = build_streams(
-        np.random.default_rng(args.seed), pools["benign"], pools["attack"],
-        templates=pools["templates"], stream_length=args.stream_length,
-        n_clients=args.clients, n_calibration=args.calibration_clients,
-        n_attackers=args.attackers, seed=args.seed,
-    )  # fmt: skip
+    built = build(args)
     print(f"sketching {len(built.streams)} streams ...", flush=True)
     sk = sketch_streams(built, Detector(settings).embedder, settings)
     pairs = list(zip(built.streams, sk.rows, strict=True))

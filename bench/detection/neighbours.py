@@ -39,12 +39,13 @@ import os
 
 import numpy as np
 import numpy.typing as npt
+from draws import add_stream_flags, build  # the streams draws.py builds
 from tqdm import tqdm
 
 from spanwatch.calibrate import conformal_quantile
 from spanwatch.config import load_settings
 from spanwatch.detector import Detector
-from spanwatch.evaluate import build_streams, embed_texts, load_pool
+from spanwatch.evaluate import embed_texts
 
 KINDS = (
     "harvester",
@@ -60,14 +61,7 @@ F64 = npt.NDArray[np.float64]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pools", default="out/pools")
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--stream-length", type=int, default=200)
-    ap.add_argument("--clients", type=int, default=400, help="held-out benign clients")
-    ap.add_argument("--calibration-clients", type=int, default=2000)
-    ap.add_argument("--attackers", type=int, default=100)
-    ap.add_argument("--ref", type=int, default=400, help="clients per half of one calibration")
-    ap.add_argument("--draws", type=int, default=5)
+    add_stream_flags(ap)
     ap.add_argument(
         "--stat",
         action="append",
@@ -85,13 +79,7 @@ def main() -> None:
         ap.error("--draws must be at least 1 and --level-quantile in (0, 1)")
     os.environ.setdefault("SPANWATCH_SECRET_KEY", "detection-bench")
     settings = load_settings(None)
-    pools = {n: load_pool(f"{args.pools}/{n}.jsonl") for n in ("benign", "attack", "templates")}
-    built = build_streams(
-        np.random.default_rng(args.seed), pools["benign"], pools["attack"],
-        templates=pools["templates"], stream_length=args.stream_length,
-        n_clients=args.clients, n_calibration=args.calibration_clients,
-        n_attackers=args.attackers, seed=args.seed,
-    )  # fmt: skip
+    built = build(args)
     with tqdm(total=len(built.texts), desc="embed", unit="text") as bar:
         emb = embed_texts(Detector(settings).embedder, built.texts, bar.update)
     emb = emb.astype(np.float32)
