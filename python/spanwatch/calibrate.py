@@ -42,9 +42,9 @@ __all__ = [
     "fit_calibration",
     "fpr_bound",
     "group_sums",
+    "range_wording",
     "target_wording",
     "threshold_spread",
-    "wide_range",
 ]
 
 F64 = npt.NDArray[np.float64]
@@ -184,10 +184,7 @@ class Calibration:
             lo, hi = self.threshold_range()
         except ConfigError as e:
             return text + f" (no resampled range: {e})"
-        text += f"; resampled {lo:.3f}-{hi:.3f}"
-        if wide_range(lo, hi):
-            text += " (wide: a few clients set it, more benign traffic would steady it)"
-        return text
+        return text + f"; resampled {range_wording(lo, hi)}"
 
     @property
     def bags(self) -> int:
@@ -695,10 +692,16 @@ def threshold_spread(
     return float(picks[min(lo, n - 1)]), float(picks[min(hi, n - 1)])
 
 
-def wide_range(lo: float, hi: float) -> bool:
-    """Whether a resampled threshold range is wide: its top more than twice
-    its bottom."""
-    return hi > 2 * lo
+def range_wording(lo: float, hi: float) -> str:
+    """A resampled threshold range (`threshold_spread`) in words, with a
+    warning when it is wide: its top more than twice its bottom."""
+    text = f"{lo:.3f}-{hi:.3f} (90% of bootstrap resamples of the peaks)"
+    if hi > 2 * lo:
+        text += (
+            "; wide: a few clients set it (the highest peaks), "
+            "and more benign traffic would steady it"
+        )
+    return text
 
 
 def target_wording(confidence: float | None) -> str:

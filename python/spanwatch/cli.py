@@ -509,7 +509,12 @@ def _toml_value(v: Any) -> str:
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     import numpy as np
 
-    from spanwatch.calibrate import check_enough_clients, target_wording, wilson_interval
+    from spanwatch.calibrate import (
+        check_enough_clients,
+        range_wording,
+        target_wording,
+        wilson_interval,
+    )
     from spanwatch.detector import Detector
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
@@ -601,7 +606,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     print(f"  reference tables            {tables}")
     print(f"  clients reaching it here    {(peaks >= cal.threshold).mean():.2%}")
     print(f"  highest peaks               {_top_peaks(cal.peaks, det.peak_clients, cal.threshold)}")
-    print(f"  threshold, resampled        {_threshold_range(*spread)}")
+    print(f"  threshold, resampled        {range_wording(*spread)}")
     if check:
         print(f"  held out, reaching it       {check}")
     print(f"  signals                     {', '.join(cal.signals)}")
@@ -619,20 +624,6 @@ def _top_peaks(peaks: list[float], ids: list[str], threshold: float, n: int = 5)
     top = ", ".join(f"{ids[i]} {peaks[i]:.1f}" for i in order[:n])
     above = sum(p >= threshold for p in peaks)
     return f"{top} (the threshold is the {above}{_ordinal(above)} highest)"
-
-
-def _threshold_range(lo: float, hi: float) -> str:
-    """Where the threshold falls over resamples of the calibration clients,
-    and a word when that is wide."""
-    from spanwatch.calibrate import wide_range
-
-    text = f"{lo:.3f}-{hi:.3f} (90% of bootstrap resamples of the peaks)"
-    if wide_range(lo, hi):
-        text += (
-            "; wide: a few clients set it (the highest peaks), "
-            "and more benign traffic would steady it"
-        )
-    return text
 
 
 def _ordinal(n: int) -> str:
