@@ -24,13 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from spanwatch.calibrate import (
-    Calibration,
-    Signals,
-    conformal_quantile,
-    evidence_ratio,
-    fit_calibration,
-)
+from spanwatch.calibrate import Calibration, Signals, evidence_ratio, fit_calibration
 from spanwatch.config import load_settings
 from spanwatch.detector import Detector
 from spanwatch.evaluate import (
@@ -42,6 +36,7 @@ from spanwatch.evaluate import (
     load_pool,
     sketch_streams,
 )
+from spanwatch.thresholds import conformal_quantile
 
 KINDS = ("harvester", "mixed_0.05", "mixed_0.10", "mixed_0.25", "mixed_same_0.10")
 

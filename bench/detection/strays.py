@@ -39,10 +39,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from spanwatch.calibrate import conformal_quantile
 from spanwatch.config import Settings
 from spanwatch.detector import Detector
 from spanwatch.evaluate import Stream, build_streams, embed_texts, load_pool, mixed_kinds
+from spanwatch.thresholds import conformal_quantile
 
 ROOT = Path(__file__).resolve().parents[2]
 F32 = npt.NDArray[np.float32]

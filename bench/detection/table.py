@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spanwatch.calibrate import wilson_interval
+from spanwatch.thresholds import wilson_interval
 
 
 def _qtd(q: dict[str, float | None]) -> str:

@@ -404,9 +404,9 @@ def _print_groups(g: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
-    from spanwatch.calibrate import check_enough_clients
     from spanwatch.evaluate import MIXES, SCENARIOS, evaluate, load_pool
     from spanwatch.plots import plot_eval
+    from spanwatch.thresholds import check_enough_clients
 
     check_enough_clients(args.calibration_clients, args.target_fpr, args.confidence)
     benign, attack = load_pool(args.benign), load_pool(args.attack)
@@ -509,15 +509,15 @@ def _toml_value(v: Any) -> str:
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     import numpy as np
 
-    from spanwatch.calibrate import (
+    from spanwatch.detector import Detector
+    from spanwatch.plots import plot_tune
+    from spanwatch.space import Space
+    from spanwatch.thresholds import (
         check_enough_clients,
         range_wording,
         target_wording,
         wilson_interval,
     )
-    from spanwatch.detector import Detector
-    from spanwatch.plots import plot_tune
-    from spanwatch.space import Space
 
     src = Path(args.benign)
     out = Path(args.out)

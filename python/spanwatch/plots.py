@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spanwatch.calibrate import target_wording
+from spanwatch.thresholds import target_wording
 
 if TYPE_CHECKING:
     from spanwatch.evaluate import EvalResult
