@@ -22,11 +22,18 @@ to alarm on each statistic at `--target-fpr`:
   conformal quantile of the calibration clients' peaks (cross-fitted: each
   half against the other's quantiles), as the scoring's threshold is.
 
+With `--prada` it measures one more statistic the same two ways, in the
+manner of PRADA (Juuti et al., 2019): each query's cosine distance to the
+nearest earlier query of the client, and 1 - W of the Shapiro-Wilk test on
+those distances so far. PRADA alarms when W falls (the distances stop
+looking normal), so a high 1 - W is the suspicious side here too.
+
 It prints, per statistic and way, the mean and range over the draws of the
 held-out benign clients alerted, of each attack kind alerted and of the
-harvesters' median queries to detect (`every` only).
+harvesters' median queries to detect (`every` only), then each statistic's
+quartiles at the last checkpoint by kind of client.
 
-    python bench/detection/neighbours.py --seed 7
+    python bench/detection/neighbours.py --seed 7 [--prada]
 
 About 4 minutes at 200 queries, most of it embedding.
 """
@@ -40,12 +47,13 @@ import os
 import numpy as np
 import numpy.typing as npt
 from draws import add_stream_flags, build  # the streams draws.py builds
+from scipy.stats import shapiro
 from tqdm import tqdm
 
-from spanwatch.calibrate import conformal_quantile
 from spanwatch.config import load_settings
 from spanwatch.detector import Detector
 from spanwatch.evaluate import embed_texts
+from spanwatch.thresholds import conformal_quantile
 
 KINDS = (
     "harvester",
@@ -69,6 +77,9 @@ def main() -> None:
         help="k-th neighbour and radius (cosine distance) of a statistic; repeatable "
         "(default: 1:0.8, the tracker's radius, 1:0.75, 2:0.8, 2:0.75)",
     )
+    ap.add_argument(
+        "--prada", action="store_true", help="also measure a PRADA-style normality statistic"
+    )
     ap.add_argument("--level-quantile", type=float, default=0.99)
     ap.add_argument("--target-fpr", type=float, default=0.005)
     args = ap.parse_args()
@@ -84,8 +95,11 @@ def main() -> None:
         emb = embed_texts(Detector(settings).embedder, built.texts, bar.update)
     emb = emb.astype(np.float32)
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    names = [f"{_ordinal(k)} neighbour beyond {radius:g}" for k, radius in stats]
+    if args.prada:
+        names.append("PRADA 1 - W")
     excess = {
-        id(s): stray_excess(emb[s.texts], stats)
+        id(s): _columns(emb[s.texts], stats, args.prada)
         for s in tqdm(built.streams, desc="neighbours", unit="stream")
     }
     cal = [excess[id(s)] for s in built.streams if s.kind == "calibration"]
@@ -99,8 +113,7 @@ def main() -> None:
         pick = rng.permutation(len(cal))
         ref = np.stack([cal[j] for j in pick[: args.ref]])
         thr = np.stack([cal[j] for j in pick[args.ref : 2 * args.ref]])
-        for j, (k, radius) in enumerate(stats):
-            name = f"{_ordinal(k)} neighbour beyond {radius:g}"
+        for j, name in enumerate(names):
             for way, row in (
                 ("end", _one_look(ref, thr, scored, j, args.target_fpr)),
                 ("every", _every_look(ref, thr, scored, j, args.target_fpr, args.level_quantile)),
@@ -125,7 +138,18 @@ def main() -> None:
             elif key.endswith("queries"):
                 cells.append(f"{np.nanmean(a):.0f} ({np.nanmin(a):.0f}-{np.nanmax(a):.0f})")
             else:
-                cells.append(f"{np.mean(a):.1%} ({np.min(a):.0%}-{np.max(a):.0%})")
+                ends = ".1%" if np.max(a) < 0.1 else ".0%"  # 0.5% is not "0%"
+                cells.append(f"{np.mean(a):.1%} ({np.min(a):{ends}}-{np.max(a):{ends}})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nMedian at the last checkpoint (25th-75th percentile):\n")
+    kinds = ["benign", *KINDS]
+    print("| statistic | " + " | ".join(kinds) + " |")
+    print("|---|" + "---:|" * len(kinds))
+    for j, name in enumerate(names):
+        cells = []
+        for kind in kinds:
+            q1, q2, q3 = np.percentile([x[-1, j] for x in scored[kind]], [25, 50, 75])
+            cells.append(f"{q2:.3g} ({q1:.3g}-{q3:.3g})")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
@@ -137,6 +161,25 @@ def _parse_stat(ap: argparse.ArgumentParser, text: str) -> tuple[int, float]:
         ap.error(f"--stat takes K:RADIUS, got {text!r}")
     if out[0] < 1 or not 0 < out[1] < 2:
         ap.error(f"--stat needs K >= 1 and a radius in (0, 2), got {text!r}")
+    return out
+
+
+def _columns(x: npt.NDArray[np.float32], stats: list[tuple[int, float]], prada: bool) -> F64:
+    out = stray_excess(x, stats)
+    return np.column_stack([out, prada_statistic(x)]) if prada else out
+
+
+def prada_statistic(x: npt.NDArray[np.float32]) -> F64:
+    """(checkpoints,): at every EVERY-th query of a stream of unit vectors
+    `x`, 1 - W of the Shapiro-Wilk test on each query's cosine distance to
+    its nearest earlier query (0 while fewer than 3 distances or all equal)."""
+    n = len(x) - len(x) % EVERY
+    nearest = np.array([1.0 - float((x[:i] @ x[i]).max()) for i in range(1, n)])
+    out = np.zeros(n // EVERY)
+    for c in range(EVERY, n + 1, EVERY):
+        d = nearest[: c - 1]
+        if len(d) >= 3 and np.ptp(d) > 1e-9:
+            out[c // EVERY - 1] = 1.0 - float(shapiro(d).statistic)
     return out
 
 
