@@ -691,6 +691,9 @@ def cmd_schema(args: argparse.Namespace, cfg: Settings) -> int:
 # ---------------------------------------------------------------- parser
 
 
+_TARGET = "share of benign clients that may alert at some point of their stream"
+
+
 def _confidence_arg(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--confidence",
@@ -700,10 +703,23 @@ def _confidence_arg(s: argparse.ArgumentParser) -> None:
     )
 
 
+class _Help(argparse.HelpFormatter):
+    """Help that names an option's default, when it has one worth naming."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        d = action.default
+        quiet = d is None or isinstance(d, bool) or d == argparse.SUPPRESS
+        if action.option_strings and not quiet and "%(default)" not in text:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="spanwatch",
         description="Detect model extraction in the prompt stream of an LLM API.",
+        formatter_class=_Help,
     )
     p.add_argument("--version", action="version", version=f"spanwatch {__version__}")
     p.add_argument("--config", help="TOML config file (env SPANWATCH_* and flags override it)")
@@ -711,7 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], default="text")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("replay", help="run the detector over an events file (no Kafka)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_Help)
+
+    s = command("replay", "run the detector over an events file (no Kafka)")
     s.add_argument("events", help="JSONL file of events")
     s.add_argument("--space", help="space file from `spanwatch fit-space`")
     s.add_argument("--out", help="alerts JSONL (default: stdout)")
@@ -722,24 +741,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_replay)
 
-    s = sub.add_parser("fit-space", help="fit the map of the input space on a corpus")
+    s = command("fit-space", "fit the map of the input space on a corpus")
     s.add_argument("corpus", help='JSONL of events or of {"text": ...} records')
     s.add_argument("--out", required=True, help="space file to write")
     s.add_argument("--limit", type=int, help="use at most this many records")
     s.add_argument("--rejects", help="bad lines go here (default: OUT.rejects.jsonl)")
     s.set_defaults(func=cmd_fit_space)
 
-    s = sub.add_parser("simulate", help="write demo traffic: benign and extracting clients")
+    s = command("simulate", "write demo traffic: benign and extracting clients")
     s.add_argument("--out", required=True, help="events JSONL to write")
     s.add_argument("--truth", help="who is who (default: OUT.truth.jsonl)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--benign", type=int, default=40)
-    s.add_argument("--harvesters", type=int, default=2)
-    s.add_argument("--sweepers", type=int, default=1)
-    s.add_argument("--template-sweepers", type=int, default=1)
+    s.add_argument("--seed", type=int, default=0, help="seed of the simulated traffic")
+    s.add_argument("--benign", type=int, default=40, help="benign clients")
+    s.add_argument("--harvesters", type=int, default=2, help="clients harvesting every topic")
+    s.add_argument("--sweepers", type=int, default=1, help="clients sweeping the benign topics")
+    s.add_argument("--template-sweepers", type=int, default=1, help="clients filling one template")
     s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("run", help="the streaming service on Kafka")
+    s = command("run", "the streaming service on Kafka")
     s.add_argument("--space", help="space file (default: space.path from the config)")
     s.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
     s.add_argument("--group-id", help="overrides kafka.group_id")
@@ -751,29 +770,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--role",
         choices=("detect", "groups"),
         default="detect",
-        help="detect: consume prompts (default); groups: consume client summaries "
-        "and raise group alerts",
+        help="detect: consume prompts; groups: consume client summaries and raise group alerts",
     )
     s.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("produce", help="load an events file into the prompts topic")
+    s = command("produce", "load an events file into the prompts topic")
     s.add_argument("events", help="JSONL file; lines are sent as they are, keyed by client_id")
     s.add_argument("--bootstrap-servers", help="overrides kafka.bootstrap_servers")
     s.add_argument("--topic", help="overrides kafka.prompts_topic")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_produce)
 
-    s = sub.add_parser("eval", help="measure detection on labelled pools")
+    s = command("eval", "measure detection on labelled pools")
     s.add_argument("--benign", required=True, help="benign pool: JSONL of {text, group}")
     s.add_argument("--attack", required=True, help="attack pool: JSONL of {text, group}")
     s.add_argument("--templates", help="pool whose groups are templates (template sweeper)")
     s.add_argument("--stream-length", type=int, default=1500, help="queries per client")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the clients drawn and the split")
     s.add_argument("--report", default="out/eval", help="folder for report.json and plots")
     s.add_argument("--clients", type=int, default=400, help="held-out benign clients")
-    s.add_argument("--calibration-clients", type=int, default=800)
+    s.add_argument(
+        "--calibration-clients",
+        type=int,
+        default=800,
+        help="benign clients to calibrate on (half reference, half threshold)",
+    )
     s.add_argument("--attackers", type=int, default=100, help="clients per attack scenario")
-    s.add_argument("--target-fpr", type=float, default=0.005)
+    s.add_argument("--target-fpr", type=float, default=0.005, help=_TARGET)
     _confidence_arg(s)
     s.add_argument(
         "--sybil",
@@ -783,18 +806,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also split a harvest over N accounts of stream-length/N queries "
         "and measure group detection (groups.json)",
     )
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("tune", help="calibrate thresholds on your benign traffic")
+    s = command("tune", "calibrate thresholds on your benign traffic")
     s.add_argument("--benign", required=True, help="your traffic: events, or {text, group} pool")
-    s.add_argument("--target-fpr", type=float, default=0.01)
+    s.add_argument("--target-fpr", type=float, default=0.01, help=_TARGET)
     _confidence_arg(s)
     s.add_argument("--out", required=True, help="config TOML to write")
     s.add_argument("--space", help="space file (default: fit one on the benign traffic)")
-    s.add_argument("--stream-length", type=int, default=1500, help="for pool input")
-    s.add_argument("--clients", type=int, default=400, help="for pool input")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--stream-length", type=int, default=1500, help="queries per client, for pool input"
+    )
+    s.add_argument("--clients", type=int, default=400, help="clients drawn, for pool input")
+    s.add_argument("--seed", type=int, default=0, help="seed of the clients drawn from a pool")
     s.add_argument(
         "--holdout",
         type=float,
@@ -803,7 +828,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_tune)
 
-    s = sub.add_parser("schema", help="print the JSON Schema of alerts")
+    s = command("schema", "print the JSON Schema of alerts")
     s.add_argument("--out", help="write it to this file")
     s.add_argument("--kind", choices=("client", "group"), default="client", help="which alert")
     s.set_defaults(func=cmd_schema)
