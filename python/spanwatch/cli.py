@@ -359,17 +359,23 @@ def cmd_produce(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
-def _progress_factory(enabled: bool) -> Any:
-    bars: list[Any] = []
+class _Bars:
+    """Progress bars for work done in steps (a `Progress`): each step gets
+    its own bar, and a new step closes the last one."""
 
-    def make(desc: str, total: int) -> Any:
-        for b in bars:
-            b.close()
-        bar = _progress(total, desc, "it", enabled)
-        bars.append(bar)
-        return bar.update
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
 
-    return make
+    def __call__(self, desc: str, total: int) -> Any:
+        self.close()
+        self.bar = _progress(total, desc, "it", self.enabled)
+        return self.bar.update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _embedder(cfg: Settings) -> Any:
@@ -416,6 +422,7 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         f"attack pool: {len(attack.texts)} texts in {len(set(attack.groups))} groups"
     )
     t0 = time.perf_counter()
+    bars = _Bars(not args.no_progress)
     res = evaluate(
         benign,
         attack,
@@ -428,10 +435,11 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
         n_attackers=args.attackers,
         target_fpr=args.target_fpr,
         seed=args.seed,
-        progress=_progress_factory(not args.no_progress),
+        progress=bars,
         sybil=args.sybil,
         confidence=args.confidence,
     )
+    bars.close()
     r, d = res.report, res.details
     out = Path(args.report)
     out.mkdir(parents=True, exist_ok=True)
@@ -538,6 +546,7 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     if held_ids:
         _say(f"{len(held_ids)} clients held out to check the threshold on")
     check_enough_clients(clients - len(held_ids), args.target_fpr, args.confidence)
+    progress = _Bars(not args.no_progress)
     det = Detector(cfg)
     given = args.space or cfg.space.path
     if given:
@@ -546,14 +555,25 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     else:
         space_file = Path(f"{stem}.space.zip")
         _say("fitting the input space on the benign events ...")
-        det.fit_space(events[: max(cfg.space.fit_events, 20000)]).save(space_file)
-    cal = det.calibrate(events, target_fpr=args.target_fpr, confidence=args.confidence)
+        det.fit_space(events[: max(cfg.space.fit_events, 20000)], progress=progress).save(
+            space_file
+        )
+    _say("calibrating on the benign clients ...")
+    cal = det.calibrate(
+        events, target_fpr=args.target_fpr, confidence=args.confidence, progress=progress
+    )
+    progress.close()
     bound_at, bound = cal.benign_bound()
     cal_file = Path(f"{stem}.calibration.zip")
     cal.save(cal_file)
     assert det.space is not None
     peaks = det.calibration_peaks
-    held_peaks = np.array(list(det.peaks(held).values())) if held else np.zeros(0)
+    if held:
+        _say("scoring the held-out clients ...")
+    held_peaks = (
+        np.array(list(det.peaks(held, progress=progress).values())) if held else np.zeros(0)
+    )
+    progress.close()
     spread = cal.threshold_range()
     png = plot_tune(
         peaks,
@@ -826,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="share of clients kept out of the calibration, to measure the threshold on",
     )
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_tune)
 
     s = command("schema", "print the JSON Schema of alerts")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,12 @@ from spanwatch.space import Space
 __all__ = ["ClientReport", "Detector", "store_for"]
 
 log = logging.getLogger("spanwatch.detector")
+
+# Given a step's name ("embed", "sketch") and its size, returns what to call
+# with each piece done (a progress bar's update, say), as `evaluate` takes it.
+Steps = Callable[[str, int], Callable[[int], None]]
+# Events embedded at once when progress is reported.
+EMBED_CHUNK = 2048
 
 
 def store_for(space: Space, config: Settings, *, max_clients: int | None = None) -> SketchStore:
@@ -156,12 +162,13 @@ class Detector:
                 f"scoring.checkpoint_every is {self.config.scoring.checkpoint_every}"
             )
 
-    def fit_space(self, events: Iterable[Event]) -> Space:
-        """Fits the map of the input space on these events and starts afresh."""
+    def fit_space(self, events: Iterable[Event], *, progress: Steps | None = None) -> Space:
+        """Fits the map of the input space on these events and starts afresh.
+        `progress`, if given, hears how the embedding goes."""
         batch = list(events)
         if not batch:
             raise SpaceError("cannot fit a space on no events")
-        emb = self.embed(batch)
+        emb = self._embed_in_pieces(batch, progress)
         sp = self.config.space
         space = Space.fit(
             emb,
@@ -212,6 +219,22 @@ class Detector:
         if len(todo):
             out[todo] = self.embedder.embed([batch.prompts[i] for i in todo.tolist()])
         return out
+
+    def _embed_in_pieces(
+        self, events: Sequence[Event], progress: Steps | None
+    ) -> npt.NDArray[np.float32]:
+        """`embed`, a piece at a time when someone follows the progress."""
+        if progress is None or len(events) <= EMBED_CHUNK:
+            emb = self.embed(events)
+            if progress is not None:
+                progress("embed", len(events))(len(events))
+            return emb
+        done = progress("embed", len(events))
+        parts = []
+        for lo in range(0, len(events), EMBED_CHUNK):
+            parts.append(self.embed(events[lo : lo + EMBED_CHUNK]))
+            done(len(parts[-1]))
+        return np.concatenate(parts)
 
     def _require(self) -> tuple[Space, SketchStore]:
         if self.space is None or self.store is None:
@@ -386,13 +409,15 @@ class Detector:
         target_fpr: float = 0.01,
         stream_length: int | None = None,
         confidence: float | None = None,
+        progress: Steps | None = None,
     ) -> Calibration:
         """Calibrates the sequential test on benign traffic only: clients are
         split in two halves by a hash of their id, one for the reference
         distributions, one for the threshold. Adopts and returns the result.
         Without a `confidence` the benign alert rate is `target_fpr` on
-        average; with one, it stays within it with that probability."""
-        streams, rows = self._client_rows(benign_events, stream_length)
+        average; with one, it stays within it with that probability.
+        `progress`, if given, hears how the embedding and the sketching go."""
+        streams, rows = self._client_rows(benign_events, stream_length, progress)
         import hashlib
 
         halves = [hashlib.sha256(s.client.encode()).digest()[0] & 1 for s in streams]
@@ -419,7 +444,7 @@ class Detector:
         self.calibration = cal
         return cal
 
-    def peaks(self, events: Iterable[Event]) -> dict[str, float]:
+    def peaks(self, events: Iterable[Event], *, progress: Steps | None = None) -> dict[str, float]:
         """Each client's highest evidence over its events under the adopted
         calibration: it alerts where this reaches `calibration.threshold`.
         The events are scored apart (the detector's own clients are not
@@ -429,13 +454,13 @@ class Detector:
             raise ConfigError("peaks need a calibration: calibrate first, or set one in the config")
         cal, signals = self.calibration, self._signals
         assert signals is not None
-        streams, rows = self._client_rows(events, None)
+        streams, rows = self._client_rows(events, None, progress)
         return {
             st.client: max_evidence(cal, signals, r) for st, r in zip(streams, rows, strict=True)
         }
 
     def _client_rows(
-        self, events: Iterable[Event], stream_length: int | None
+        self, events: Iterable[Event], stream_length: int | None, progress: Steps | None = None
     ) -> tuple[list[Any], list[npt.NDArray[np.float64]]]:
         """Each client's events (the first `stream_length` of them) run
         through a store of their own: the clients' streams, sorted by id,
@@ -449,12 +474,21 @@ class Detector:
             by_client.setdefault(e.client_id, []).append(i)
         if stream_length:
             by_client = {c: ix[:stream_length] for c, ix in by_client.items()}
-        emb = self.embed(events)
+        emb = self._embed_in_pieces(events, progress)
         cells = space.assign(emb)
         streams = [
             Stream(c, "benign", np.array(ix, dtype=np.int64)) for c, ix in sorted(by_client.items())
         ]
-        rows = run_streams(space, self.config, streams, [e.prompt for e in events], cells, emb=emb)
+        total = sum(len(s.texts) for s in streams)
+        rows = run_streams(
+            space,
+            self.config,
+            streams,
+            [e.prompt for e in events],
+            cells,
+            emb=emb,
+            progress=progress("sketch", total) if progress else None,
+        )
         return streams, rows
 
     def _alert(self, ev: Event, f: FeatureRow, sc: CoverageScore) -> Alert:

@@ -9,6 +9,7 @@ import json
 import random
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,32 @@ def _pools(d: Path) -> tuple[Path, Path]:
             for s in subjects:
                 fh.write(json.dumps({"text": template.format(subject=s), "group": f"t{i}"}) + "\n")
     return benign, attack
+
+
+def test_calibration_tells_its_progress_and_ends_where_it_would_without(
+    settings: Settings, embedder: Embedder
+) -> None:
+    raw, _ = simulate(n_benign=60, n_harvesters=0, n_sweepers=0, n_template_sweepers=0, seed=11)
+    events = [Event.model_validate(e) for e in raw]
+    assert len(events) > 2 * 2048  # embedded in several pieces
+    heard: list[list[object]] = []
+
+    def steps(name: str, total: int) -> Callable[[int], None]:
+        heard.append([name, total, 0])
+
+        def done(n: int) -> None:
+            heard[-1][2] += n  # type: ignore[operator]
+
+        return done
+
+    det = Detector(settings, embedder=embedder)
+    det.fit_space(events, progress=steps)
+    cal = det.calibrate(events, target_fpr=0.05, progress=steps)
+    assert [h[0] for h in heard] == ["embed", "embed", "sketch"]
+    assert all(h[1] == h[2] == len(events) for h in heard)
+    quiet = Detector(settings, embedder=embedder)
+    quiet.fit_space(events)
+    assert quiet.calibrate(events, target_fpr=0.05).threshold == cal.threshold
 
 
 def test_calibrated_detector_alerts_on_extractors_with_reasons(
