@@ -609,8 +609,9 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     ]
     out.write_text("\n".join(lines), encoding="utf-8")
     print(
-        f"\ncalibrated on {clients - len(held_ids)} benign clients ({cal.clients_ref} reference, "
-        f"{cal.clients_threshold} threshold)"
+        f"\ncalibrated on {cal.clients_threshold} benign clients: {cal.clients_ref} for the "
+        f"reference tables, {cal.clients_threshold - cal.clients_ref} for the threshold, "
+        f"which is taken over the peaks of all {cal.clients_threshold} (cross-fitted)"
     )
     print(f"  target false-positive rate  {args.target_fpr:.2%} {target_wording(args.confidence)}")
     print(f"  benign rate, at most        {bound:.2%} with confidence {bound_at:g}")
