@@ -67,13 +67,19 @@ def conformal_quantile(
     target_fpr) >= c, where the share F(t_(r)) of benign values below it is
     Beta(r, n - r + 1), so that probability is P(Binomial(n, 1 - target_fpr)
     <= r - 1). Too few values for it is an error that says how many."""
-    ordered = np.sort(np.asarray(values, dtype=np.float64))
-    n = len(ordered)
-    check_enough_clients(n, target_fpr, confidence)
-    rank = _rank(n, target_fpr, confidence)
-    if rank <= n:
+    ordered, rank = _ordered(values, target_fpr, confidence)
+    if rank <= len(ordered):
         return float(ordered[rank - 1])
     return _above(float(ordered[-1]))
+
+
+def _ordered(
+    values: Sequence[float] | F64, target_fpr: float, confidence: float | None
+) -> tuple[F64, int]:
+    """The values sorted, and the rank `conformal_quantile` takes among them."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    check_enough_clients(len(ordered), target_fpr, confidence)
+    return ordered, _rank(len(ordered), target_fpr, confidence)
 
 
 def _rank(n: int, target_fpr: float, confidence: float | None) -> int:
@@ -108,15 +114,13 @@ def threshold_spread(
 
     if not 0 < level < 1:
         raise ConfigError(f"level must be in (0, 1), got {level}")
-    ordered = np.sort(np.asarray(values, dtype=np.float64))
-    n = len(ordered)
-    if n == 0:
+    if len(values) == 0:
         raise ConfigError(
             "no benign peaks to resample (calibration files written before the peaks "
             "were saved hold none: calibrate again with spanwatch tune)"
         )
-    check_enough_clients(n, target_fpr, confidence)
-    rank = _rank(n, target_fpr, confidence)
+    ordered, rank = _ordered(values, target_fpr, confidence)
+    n = len(ordered)
     j = np.arange(1, n + 1)
     # P(resampled threshold <= ordered[j - 1]), non-decreasing in j
     cdf = binom.sf(min(rank, n) - 1, n, j / n)
