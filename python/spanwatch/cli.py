@@ -412,7 +412,7 @@ def _print_groups(g: dict[str, Any]) -> None:
 def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
     from spanwatch.evaluate import MIXES, SCENARIOS, evaluate, load_pool
     from spanwatch.plots import plot_eval
-    from spanwatch.thresholds import check_enough_clients
+    from spanwatch.thresholds import check_enough_clients, range_wording
 
     check_enough_clients(args.calibration_clients, args.target_fpr, args.confidence)
     benign, attack = load_pool(args.benign), load_pool(args.attack)
@@ -467,8 +467,8 @@ def cmd_eval(args: argparse.Namespace, cfg: Settings) -> int:
     lo, hi = d["threshold_range"]
     print(
         f"the calibration's peaks bound the benign rate at {b['rate']:.2%} "
-        f"with confidence {b['confidence']:g}; resampled, they put the threshold at "
-        f"{lo:.3f}-{hi:.3f} (90%)\n"
+        f"with confidence {b['confidence']:g}; threshold resampled "
+        f"{range_wording(lo, hi)}\n"
     )
     print(f"{'clients':<22} {'alerted':>8} {'AUC':>6}  queries to detect (median / p90)")
     print(f"{'benign (false pos.)':<22} {r['benign_fpr']:>8.2%} {'':>6}")
