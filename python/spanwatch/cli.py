@@ -360,8 +360,9 @@ def cmd_produce(args: argparse.Namespace, cfg: Settings) -> int:
 
 
 class _Bars:
-    """Progress bars for work done in steps (a `Progress`): each step gets
-    its own bar, and a new step closes the last one."""
+    """Progress bars for work done in steps, as `evaluate` and
+    `Detector.calibrate` report it: each step gets its own bar, and a new
+    step closes the last one."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
