@@ -39,7 +39,7 @@ log = logging.getLogger("spanwatch.detector")
 # Given a step's name ("embed", "sketch") and its size, returns what to call
 # with each piece done (a progress bar's update, say), as `evaluate` takes it.
 Steps = Callable[[str, int], Callable[[int], None]]
-# Events embedded at once when progress is reported.
+# Prompts embedded at once when progress is reported.
 EMBED_CHUNK = 2048
 
 
@@ -168,7 +168,7 @@ class Detector:
         batch = list(events)
         if not batch:
             raise SpaceError("cannot fit a space on no events")
-        emb = self._embed_in_pieces(batch, progress)
+        emb = self.embed(batch, progress=progress("embed", len(batch)) if progress else None)
         sp = self.config.space
         space = Space.fit(
             emb,
@@ -190,10 +190,14 @@ class Detector:
             return events
         return Batch.from_events(events, self.space.dim if self.space is not None else None)
 
-    def embed(self, events: Sequence[Event] | Batch) -> npt.NDArray[np.float32]:
+    def embed(
+        self, events: Sequence[Event] | Batch, *, progress: Callable[[int], None] | None = None
+    ) -> npt.NDArray[np.float32]:
         """Embeddings of the events, one unit row each: the precomputed ones
         where given, the model's for the rest. Raises EventError on a wrong
-        dimension or a zero or non-finite embedding."""
+        dimension or a zero or non-finite embedding. With `progress`, the
+        model works through the prompts in pieces and it hears each piece's
+        size (the precomputed ones count at once)."""
         batch = self._batch(events)
         given = np.flatnonzero(batch.has_vector)
         todo = np.flatnonzero(~batch.has_vector)
@@ -216,25 +220,15 @@ class Detector:
                 i, reason = bad[0]
                 raise EventError(f"event {batch.event_ids[i] or i}: {reason}")
             out[given] = units
-        if len(todo):
-            out[todo] = self.embedder.embed([batch.prompts[i] for i in todo.tolist()])
-        return out
-
-    def _embed_in_pieces(
-        self, events: Sequence[Event], progress: Steps | None
-    ) -> npt.NDArray[np.float32]:
-        """`embed`, a piece at a time when someone follows the progress."""
-        if progress is None or len(events) <= EMBED_CHUNK:
-            emb = self.embed(events)
+        if progress is not None and len(given):
+            progress(len(given))
+        step = len(todo) if progress is None else EMBED_CHUNK
+        for lo in range(0, len(todo), max(step, 1)):
+            part = todo[lo : lo + step]
+            out[part] = self.embedder.embed([batch.prompts[i] for i in part.tolist()])
             if progress is not None:
-                progress("embed", len(events))(len(events))
-            return emb
-        done = progress("embed", len(events))
-        parts = []
-        for lo in range(0, len(events), EMBED_CHUNK):
-            parts.append(self.embed(events[lo : lo + EMBED_CHUNK]))
-            done(len(parts[-1]))
-        return np.concatenate(parts)
+                progress(len(part))
+        return out
 
     def _require(self) -> tuple[Space, SketchStore]:
         if self.space is None or self.store is None:
@@ -474,7 +468,7 @@ class Detector:
             by_client.setdefault(e.client_id, []).append(i)
         if stream_length:
             by_client = {c: ix[:stream_length] for c, ix in by_client.items()}
-        emb = self._embed_in_pieces(events, progress)
+        emb = self.embed(events, progress=progress("embed", len(events)) if progress else None)
         cells = space.assign(emb)
         streams = [
             Stream(c, "benign", np.array(ix, dtype=np.int64)) for c, ix in sorted(by_client.items())
