@@ -98,7 +98,7 @@ class Signals:
         exp = (
             np.stack([self.space.expected_cells(int(n)) for n in counts])
             if len(rows)
-            else np.zeros((0, 1))
+            else np.zeros((0, len(self.space.levels)))
         )
         out = np.empty((len(rows), len(self.names)))
         for j, lv in enumerate(self.space.levels):

@@ -532,7 +532,9 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     out = Path(args.out)
     stem = out.with_suffix("")
     rejects = RejectWriter(Path(f"{stem}.rejects.jsonl"))
-    events = _lenient_events(src, rejects, args.stream_length, args.clients, args.seed)
+    events = _lenient_events(
+        src, rejects, args.stream_length, args.clients, args.seed, cfg.max_prompt_bytes
+    )
     rejects.close()
     clients = len({e.client_id for e in events})
     _say(
@@ -543,6 +545,9 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         raise SpanwatchError(f"--holdout must be in [0, 1), got {args.holdout}")
     held_ids = {c for c in {e.client_id for e in events} if _held_out(c, args.holdout)}
     held = [e for e in events if e.client_id in held_ids]
+    # as in the calibration, only clients long enough to be scored can alert
+    sizes = Counter(e.client_id for e in held)
+    held = [e for e in held if sizes[e.client_id] >= cfg.scoring.checkpoint_every]
     events = [e for e in events if e.client_id not in held_ids]
     if held_ids:
         _say(f"{len(held_ids)} clients held out to check the threshold on")
@@ -661,11 +666,12 @@ def _held_out(client_id: str, fraction: float) -> bool:
 
 
 def _lenient_events(
-    path: Path, rejects: RejectWriter, length: int, n_clients: int, seed: int
+    path: Path, rejects: RejectWriter, length: int, n_clients: int, seed: int, max_bytes: int
 ) -> list[Event]:
     """Benign traffic for tune: events as they are (real clients), or a
     pool of {"text", "group"} records from which clients are drawn like
-    the eval's benign clients."""
+    the eval's benign clients. Prompts over `max_bytes` are rejected, as
+    replay and run reject them."""
     import numpy as np
 
     from spanwatch.evaluate import _benign
@@ -684,7 +690,7 @@ def _lenient_events(
                     pool_groups.setdefault(str(data["group"]), []).append(len(pool_texts))
                     pool_texts.append(str(data["text"]))
                     continue
-                events.append(parse_event(raw))
+                events.append(parse_event(raw, max_prompt_bytes=max_bytes))
             except (EventError, ValueError) as e:
                 rejects.write(line_no, raw, getattr(e, "reason", str(e)))
     if pool_texts:

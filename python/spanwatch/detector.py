@@ -410,8 +410,27 @@ class Detector:
         distributions, one for the threshold. Adopts and returns the result.
         Without a `confidence` the benign alert rate is `target_fpr` on
         average; with one, it stays within it with that probability.
-        `progress`, if given, hears how the embedding and the sketching go."""
+        Clients with fewer queries than `scoring.checkpoint_every` cannot
+        alert and are left out, with a warning. `progress`, if given, hears
+        how the embedding and the sketching go."""
         streams, rows = self._client_rows(benign_events, stream_length, progress)
+        # A client with fewer queries than one checkpoint is never scored and
+        # cannot alert: counted in, it would only lower the threshold for the
+        # clients that can.
+        every = self.config.scoring.checkpoint_every
+        short = sum(1 for r in rows if not len(r))
+        if short:
+            log.warning(
+                "%d of %d benign clients sent fewer than %d queries (scoring.checkpoint_every) "
+                "and are left out of the calibration: they cannot alert",
+                short,
+                len(rows),
+                every,
+            )
+            kept = [(st, r) for st, r in zip(streams, rows, strict=True) if len(r)]
+            streams, rows = [st for st, _ in kept], [r for _, r in kept]
+        if not rows:
+            raise ConfigError(f"no benign client sent the {every} queries of one checkpoint")
         import hashlib
 
         halves = [hashlib.sha256(s.client.encode()).digest()[0] & 1 for s in streams]

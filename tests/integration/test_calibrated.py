@@ -192,6 +192,7 @@ def test_tune_writes_a_config_that_the_detector_loads(
 ) -> None:
     monkeypatch.setenv("SPANWATCH_EMBED__CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SPANWATCH_SECRET_KEY", "tune-secret")
+    monkeypatch.setenv("SPANWATCH_MAX_PROMPT_BYTES", "2000")  # as replay and run would
     raw, _ = simulate(
         n_benign=40,
         n_harvesters=0,
@@ -201,7 +202,11 @@ def test_tune_writes_a_config_that_the_detector_loads(
         queries_per_client=(100, 140),
     )
     events = tmp_path / "benign.jsonl"
-    events.write_text("".join(json.dumps(e) + "\n" for e in raw) + "{broken\n")
+    huge = json.dumps({"client_id": "huge", "prompt": "x" * 3000, "ts": 1.0})
+    # real traffic has clients too short to score: left out, with a warning
+    brief = [{"client_id": f"brief-{j}", "prompt": "hello there", "ts": 1.0} for j in range(5)]
+    lines = [json.dumps(e) for e in [*raw, *brief]] + ["{broken", huge]
+    events.write_text("".join(line + "\n" for line in lines))
     out = tmp_path / "spanwatch.toml"
     argv = ["tune", "--benign", str(events), "--target-fpr", "0.05", "--out", str(out)]
     assert main([*argv, "--holdout", "1"]) == 2
@@ -210,7 +215,8 @@ def test_tune_writes_a_config_that_the_detector_loads(
     assert main([*argv, "--holdout", "0.25", "--confidence", "0.9"]) == 2
     assert "that takes at least 45" in capsys.readouterr().err
     assert main([*argv, "--holdout", "0.25"]) == 0
-    said = capsys.readouterr().out
+    said, warned = capsys.readouterr()
+    assert re.search(r"\d of \d+ benign clients sent fewer than 10 queries", warned), warned
     assert re.search(r"benign rate, at most +\d+\.\d+% with confidence 0\.9", said), said
     held = re.search(r"held out, reaching it +(\d+) of (\d+) held-out clients", said)
     assert held is not None, said
@@ -236,7 +242,8 @@ def test_tune_writes_a_config_that_the_detector_loads(
     assert Path(cfg["scoring"]["calibration"]).is_file()
     assert cfg["scoring"]["threshold"] > 0
     assert (tmp_path / "spanwatch.png").read_bytes()[:4] == b"\x89PNG"
-    assert "broken" in (tmp_path / "spanwatch.rejects.jsonl").read_text()
+    rejected = (tmp_path / "spanwatch.rejects.jsonl").read_text()
+    assert "broken" in rejected and "over the limit of 2000" in rejected
     settings = load_settings(out)
     det = Detector(settings, embedder=embedder)
     assert isinstance(det.calibration, Calibration)

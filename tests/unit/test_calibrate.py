@@ -138,3 +138,37 @@ def test_the_drift_is_the_asked_quantile_of_benign_evidence() -> None:
     assert 0 < drifts[0.9] < drifts[0.99]
     with pytest.raises(ConfigError, match="drift_quantile must be in"):
         fit_calibration(signals, ref, thr, every=10, target_fpr=0.01, drift_quantile=1.0)
+
+
+def test_clients_too_short_to_score_are_left_out_of_the_calibration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Real traffic holds clients of a few queries: they cannot alert, so
+    they neither break the calibration nor lower the threshold."""
+    from spanwatch import Detector, Event, load_settings
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2600, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    det = Detector(load_settings(secret_key="k"), space=Space.fit(x, levels=[4, 16], niter=2))
+
+    def events(short: int) -> list[Event]:
+        out = [
+            Event(client_id=f"c{i % 60}", prompt=f"p{i}", ts=float(i), embedding=x[i].tolist())
+            for i in range(2400)
+        ]
+        out += [
+            Event(client_id=f"short{j}", prompt="hi", ts=1.0, embedding=x[2400 + j].tolist())
+            for j in range(short)
+        ]
+        return out
+
+    plain = det.calibrate(events(0), target_fpr=0.05).threshold
+    with caplog.at_level("WARNING", logger="spanwatch.detector"):
+        cal = det.calibrate(events(7), target_fpr=0.05)
+    assert "7 of 67 benign clients sent fewer than 10 queries" in caplog.text
+    assert cal.clients_threshold == 60 and len(det.calibration_peaks) == 60
+    assert cal.threshold == plain
+    assert det.peaks(events(1)[-1:]) == {"short0": 0.0}
+    with pytest.raises(ConfigError, match="no benign client sent the 10 queries"):
+        det.calibrate(events(3)[-3:], target_fpr=0.05)
