@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from spanwatch import __version__
 from spanwatch.config import Settings, load_settings
@@ -98,6 +102,48 @@ def read_events(
                 rejects.write(line_no, stripped, e.reason)
 
 
+def vector_dim(events: Sequence[Event], space_dim: int | None, model_dim: Callable[[], int]) -> int:
+    """The dimension the events' own embeddings must have: the space's when
+    there is one, else the model's when some event needs the model, else the
+    most common among them."""
+    if space_dim is not None:
+        return space_dim
+    if any(not e.has_embedding for e in events):
+        return model_dim()
+    sizes = Counter(len(v) for e in events if (v := e.vector()) is not None)
+    return sizes.most_common(1)[0][0] if sizes else model_dim()
+
+
+def vector_problem(event: Event, dim: int) -> str | None:
+    """Why the event's own embedding cannot be used, or None: the same
+    checks the detector makes of a whole batch, for one event."""
+    v = event.vector()
+    if v is None:
+        return None
+    if len(v) != dim:
+        return f"embedding has {len(v)} dimensions, expected {dim}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(v))
+    if not math.isfinite(norm) or norm == 0:
+        return "embedding is zero or not finite"
+    return None
+
+
+def _fit_vectors(
+    numbered: Sequence[tuple[int, Event]], dim: int, rejects: RejectWriter
+) -> list[tuple[int, Event]]:
+    """The numbered events whose own embeddings fit `dim`; the others go to
+    `rejects` with their line and reason."""
+    kept = []
+    for line_no, ev in numbered:
+        why = vector_problem(ev, dim)
+        if why is None:
+            kept.append((line_no, ev))
+        else:
+            rejects.write(line_no, ev.model_dump_json().encode(), why)
+    return kept
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(1 for line in fh if line.strip())
@@ -181,34 +227,41 @@ def cmd_replay(args: argparse.Namespace, cfg: Settings) -> int:
     total_lines = _count_lines(src)
     events = read_events(src, rejects, cfg.max_prompt_bytes)
     det = Detector(cfg)
-    buffered: list[Event] = []
+    buffered: list[tuple[int, Event]] = []
     space_file = args.space or cfg.space.path
     if space_file:
         det.use_space(Space.load(space_file))
     else:
         n_fit = cfg.space.fit_events
-        for _, ev in events:
-            buffered.append(ev)
+        for numbered in events:
+            buffered.append(numbered)
             if len(buffered) >= n_fit:
                 break
+        plain = [e for _, e in buffered]
+        buffered = _fit_vectors(
+            buffered, vector_dim(plain, None, lambda: det.embedder.dim), rejects
+        )
         _say(
             f"no --space given: fitting the input space on the first {len(buffered)} events "
             f"(space.fit_events = {n_fit}) ..."
         )
-        space = det.fit_space(buffered)
+        space = det.fit_space([e for _, e in buffered])
         _say(f"fitted {space!r}")
         if args.save_space:
             space.save(args.save_space)
             _say(f"saved the space to {args.save_space}")
+    assert det.space is not None
+    dim = det.space.dim
 
     def batches() -> Iterator[list[Event]]:
+        # an event whose own embedding does not fit goes to the rejects, not
+        # the batch: the detector refuses a batch with one such event whole
         batch: list[Event] = []
-        for ev in buffered:
-            batch.append(ev)
-            if len(batch) >= cfg.batch_size:
-                yield batch
-                batch = []
-        for _, ev in events:
+        for line_no, ev in itertools.chain(buffered, events):
+            why = vector_problem(ev, dim)
+            if why is not None:
+                rejects.write(line_no, ev.model_dump_json().encode(), why)
+                continue
             batch.append(ev)
             if len(batch) >= cfg.batch_size:
                 yield batch
@@ -516,8 +569,6 @@ def _toml_value(v: Any) -> str:
 
 
 def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
-    import numpy as np
-
     from spanwatch.detector import Detector
     from spanwatch.plots import plot_tune
     from spanwatch.space import Space
@@ -532,10 +583,19 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
     out = Path(args.out)
     stem = out.with_suffix("")
     rejects = RejectWriter(Path(f"{stem}.rejects.jsonl"))
-    events = _lenient_events(
+    numbered = _lenient_events(
         src, rejects, args.stream_length, args.clients, args.seed, cfg.max_prompt_bytes
     )
+    det = Detector(cfg)
+    given = args.space or cfg.space.path
+    if given:
+        det.use_space(Space.load(Path(given)))
+    plain = [e for _, e in numbered]
+    dim = vector_dim(plain, det.space.dim if det.space else None, lambda: det.embedder.dim)
+    events = [e for _, e in _fit_vectors(numbered, dim, rejects)]
     rejects.close()
+    if not events:
+        raise SpanwatchError(f"{src} holds no usable benign events")
     clients = len({e.client_id for e in events})
     _say(
         f"{len(events)} benign events from {clients} clients"
@@ -553,11 +613,8 @@ def cmd_tune(args: argparse.Namespace, cfg: Settings) -> int:
         _say(f"{len(held_ids)} clients held out to check the threshold on")
     check_enough_clients(clients - len(held_ids), args.target_fpr, args.confidence)
     progress = _Bars(not args.no_progress)
-    det = Detector(cfg)
-    given = args.space or cfg.space.path
     if given:
         space_file = Path(given)
-        det.use_space(Space.load(space_file))
     else:
         space_file = Path(f"{stem}.space.zip")
         _say("fitting the input space on the benign events ...")
@@ -667,16 +724,15 @@ def _held_out(client_id: str, fraction: float) -> bool:
 
 def _lenient_events(
     path: Path, rejects: RejectWriter, length: int, n_clients: int, seed: int, max_bytes: int
-) -> list[Event]:
-    """Benign traffic for tune: events as they are (real clients), or a
-    pool of {"text", "group"} records from which clients are drawn like
-    the eval's benign clients. Prompts over `max_bytes` are rejected, as
-    replay and run reject them."""
-    import numpy as np
-
+) -> list[tuple[int, Event]]:
+    """Benign traffic for tune, with the line of each event (0 for those
+    drawn from a pool): events as they are (real clients), or a pool of
+    {"text", "group"} records from which clients are drawn like the eval's
+    benign clients. Prompts over `max_bytes` are rejected, as replay and run
+    reject them."""
     from spanwatch.evaluate import _benign
 
-    events: list[Event] = []
+    events: list[tuple[int, Event]] = []
     pool_texts: list[str] = []
     pool_groups: dict[str, list[int]] = {}
     with path.open("rb") as fh:
@@ -690,16 +746,15 @@ def _lenient_events(
                     pool_groups.setdefault(str(data["group"]), []).append(len(pool_texts))
                     pool_texts.append(str(data["text"]))
                     continue
-                events.append(parse_event(raw, max_prompt_bytes=max_bytes))
+                events.append((line_no, parse_event(raw, max_prompt_bytes=max_bytes)))
             except (EventError, ValueError) as e:
                 rejects.write(line_no, raw, getattr(e, "reason", str(e)))
     if pool_texts:
         rng = np.random.default_rng(seed)
         for c in range(n_clients):
             for pos, t in enumerate(_benign(rng, pool_groups, length)):
-                events.append(
-                    Event(client_id=f"pool-{c:04d}", prompt=pool_texts[int(t)], ts=float(pos))
-                )
+                drawn = Event(client_id=f"pool-{c:04d}", prompt=pool_texts[int(t)], ts=float(pos))
+                events.append((0, drawn))
     if not events:
         raise SpanwatchError(f"{path} holds no usable benign events or pool records")
     return events

@@ -77,6 +77,9 @@ def test_bad_lines_go_to_rejects_with_line_and_reason(demo: dict[str, Path]) -> 
         b'{"client_id": "x", "prompt": "\xff\xfe", "ts": 1}',
         b'{"client_id": 7, "prompt": "hi", "ts": 1}',
         b'{"client_id": "x", "prompt": "' + b"a" * 40_000 + b'", "ts": 1}',
+        # parsed fine, but their own embeddings do not fit the space
+        b'{"client_id": "x", "prompt": "hi", "ts": 1, "embedding": [0.5, 0.5]}',
+        b'{"client_id": "x", "prompt": "hi", "ts": 1, "embedding": [' + b"0," * 383 + b"0]}",
     ]
     mixed.write_bytes(b"\n".join(good[:300] + bad + good[300:600]) + b"\n")
     space = demo["dir"] / "space.npz"
@@ -85,13 +88,15 @@ def test_bad_lines_go_to_rejects_with_line_and_reason(demo: dict[str, Path]) -> 
     argv = ["replay", str(mixed), "--space", str(space), "--rejects", str(rejects)]
     assert main([*argv, "--out", str(demo["dir"] / "a.jsonl"), "--no-progress"]) == 0
     rows = [json.loads(line) for line in rejects.read_text().splitlines()]
-    assert [r["line"] for r in rows] == [301, 302, 303, 304, 305]
+    assert [r["line"] for r in rows] == [301, 302, 303, 304, 305, 306, 307]
     reasons = [r["reason"] for r in rows]
     assert reasons[0].startswith("malformed JSON")
     assert reasons[1] == "missing field prompt"
     assert reasons[2].startswith("invalid UTF-8")
     assert reasons[3].startswith("client_id")
     assert "over the limit" in reasons[4]
+    assert reasons[5] == "embedding has 2 dimensions, expected 384"
+    assert reasons[6] == "embedding is zero or not finite"
 
 
 def test_missing_file_and_bad_config_exit_2_with_a_message(
