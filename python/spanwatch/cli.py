@@ -175,9 +175,10 @@ def cmd_simulate(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
-def _lenient_corpus(path: Path, rejects: RejectWriter, limit: int) -> list[Event]:
-    """Events from a JSONL corpus whose lines are events or {"text": ...}."""
-    out: list[Event] = []
+def _lenient_corpus(path: Path, rejects: RejectWriter, limit: int) -> list[tuple[int, Event]]:
+    """Events from a JSONL corpus whose lines are events or {"text": ...},
+    with their lines."""
+    out: list[tuple[int, Event]] = []
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
             raw = raw.strip()
@@ -187,7 +188,7 @@ def _lenient_corpus(path: Path, rejects: RejectWriter, limit: int) -> list[Event
                 data = json.loads(raw)
                 if isinstance(data, dict) and "prompt" not in data and "text" in data:
                     data = {"prompt": data["text"], "client_id": "corpus", "ts": 0.0}
-                out.append(Event.model_validate(data))
+                out.append((line_no, Event.model_validate(data)))
             except Exception as e:  # any bad line is reported, never fatal
                 rejects.write(line_no, raw, str(e).splitlines()[0])
             if len(out) >= limit:
@@ -201,12 +202,14 @@ def cmd_fit_space(args: argparse.Namespace, cfg: Settings) -> int:
     src = Path(args.corpus)
     rejects = RejectWriter(Path(args.rejects or f"{args.out}.rejects.jsonl"))
     limit = args.limit or 10**9
-    events = _lenient_corpus(src, rejects, limit)
+    numbered = _lenient_corpus(src, rejects, limit)
+    det = Detector(cfg)
+    dim = vector_dim([e for _, e in numbered], None, lambda: det.embedder.dim)
+    events = [e for _, e in _fit_vectors(numbered, dim, rejects)]
     rejects.close()
     if rejects.count:
         _say(f"skipped {rejects.count} bad lines (see {rejects.path})")
     t0 = time.perf_counter()
-    det = Detector(cfg)
     _say(f"embedding {len(events)} prompts and fitting levels {cfg.sketch.levels} ...")
     space = det.fit_space(events)
     space.save(args.out)

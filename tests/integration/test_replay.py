@@ -97,6 +97,17 @@ def test_bad_lines_go_to_rejects_with_line_and_reason(demo: dict[str, Path]) -> 
     assert "over the limit" in reasons[4]
     assert reasons[5] == "embedding has 2 dimensions, expected 384"
     assert reasons[6] == "embedding is zero or not finite"
+    # fitting a space skips such lines too
+    corpus = demo["dir"] / "corpus.jsonl"
+    corpus.write_bytes(b"\n".join(good + bad[5:]) + b"\n")
+    refit = demo["dir"] / "refit.jsonl"
+    argv = ["fit-space", str(corpus), "--out", str(demo["dir"] / "s2.npz"), "--rejects", str(refit)]
+    assert main(argv) == 0
+    refused = [json.loads(line) for line in refit.read_text().splitlines()]
+    assert [(r["line"], r["reason"]) for r in refused] == [
+        (len(good) + 1, reasons[5]),
+        (len(good) + 2, reasons[6]),
+    ]
 
 
 def test_missing_file_and_bad_config_exit_2_with_a_message(
