@@ -6,11 +6,10 @@ import argparse
 import itertools
 import json
 import logging
-import math
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,7 +18,7 @@ import numpy as np
 from spanwatch import __version__
 from spanwatch.config import Settings, load_settings
 from spanwatch.errors import EventError, SpanwatchError
-from spanwatch.events import Event, parse_event
+from spanwatch.events import Event, parse_event, vector_dim, vector_problem
 
 log = logging.getLogger("spanwatch")
 
@@ -100,33 +99,6 @@ def read_events(
                 yield line_no, parse_event(stripped, max_prompt_bytes=max_prompt_bytes)
             except EventError as e:
                 rejects.write(line_no, stripped, e.reason)
-
-
-def vector_dim(events: Sequence[Event], space_dim: int | None, model_dim: Callable[[], int]) -> int:
-    """The dimension the events' own embeddings must have: the space's when
-    there is one, else the model's when some event needs the model, else the
-    most common among them."""
-    if space_dim is not None:
-        return space_dim
-    if any(not e.has_embedding for e in events):
-        return model_dim()
-    sizes = Counter(len(v) for e in events if (v := e.vector()) is not None)
-    return sizes.most_common(1)[0][0] if sizes else model_dim()
-
-
-def vector_problem(event: Event, dim: int) -> str | None:
-    """Why the event's own embedding cannot be used, or None: the same
-    checks the detector makes of a whole batch, for one event."""
-    v = event.vector()
-    if v is None:
-        return None
-    if len(v) != dim:
-        return f"embedding has {len(v)} dimensions, expected {dim}"
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm = float(np.linalg.norm(v))
-    if not math.isfinite(norm) or norm == 0:
-        return "embedding is zero or not finite"
-    return None
 
 
 def _fit_vectors(

@@ -6,6 +6,8 @@ import base64
 import binascii
 import json
 import math
+from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,7 +26,7 @@ from pydantic import (
 
 from spanwatch.errors import EventError
 
-__all__ = ["Event", "parse_event", "prompt_from_messages"]
+__all__ = ["Event", "parse_event", "prompt_from_messages", "vector_dim", "vector_problem"]
 
 
 class Event(BaseModel):
@@ -222,3 +224,30 @@ def _parse_slow(text: str, max_prompt_bytes: int, default_ts: float | None) -> E
         raise EventError(f"prompt is over the limit of {max_prompt_bytes} bytes")
     _check_text(event)
     return event
+
+
+def vector_dim(events: Sequence[Event], space_dim: int | None, model_dim: Callable[[], int]) -> int:
+    """The dimension the events' own embeddings must have: the space's when
+    there is one, else the model's when some event needs the model, else the
+    most common among them."""
+    if space_dim is not None:
+        return space_dim
+    if any(not e.has_embedding for e in events):
+        return model_dim()
+    sizes = Counter(len(v) for e in events if (v := e.vector()) is not None)
+    return sizes.most_common(1)[0][0] if sizes else model_dim()
+
+
+def vector_problem(event: Event, dim: int) -> str | None:
+    """Why the event's own embedding cannot be used, or None: the same
+    checks the detector makes of a whole batch, for one event."""
+    v = event.vector()
+    if v is None:
+        return None
+    if len(v) != dim:
+        return f"embedding has {len(v)} dimensions, expected {dim}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm = float(np.linalg.norm(v))
+    if not math.isfinite(norm) or norm == 0:
+        return "embedding is zero or not finite"
+    return None

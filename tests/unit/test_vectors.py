@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from spanwatch.cli import vector_dim, vector_problem
-from spanwatch.events import Event
+from spanwatch.events import Event, vector_dim, vector_problem
 
 
 def _ev(vec: list[float] | None = None) -> Event:
