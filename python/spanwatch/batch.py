@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from spanwatch._core import parse_records
 from spanwatch.errors import EventError
-from spanwatch.events import Event, parse_event
+from spanwatch.events import UNUSABLE_VECTOR, Event, parse_event, vector_problem
 
 __all__ = ["Batch", "Parsed", "parse_batch"]
 
@@ -132,7 +132,7 @@ class Batch:
     @staticmethod
     def _bad(rows: npt.NDArray[np.intp], norms: npt.NDArray[np.float32]) -> list[tuple[int, str]]:
         bad = rows[~np.isfinite(norms) | (norms == 0)]
-        return [(int(i), "embedding is zero or not finite") for i in bad]
+        return [(int(i), UNUSABLE_VECTOR) for i in bad]
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,11 +177,10 @@ def parse_batch(
         except EventError as e:
             errors[i] = e.reason
             continue
-        v = ev.vector()
-        if v is not None:
-            if len(v) != dim:
-                errors[i] = f"embedding has {len(v)} dimensions, expected {dim}"
-                continue
+        if why := vector_problem(ev, dim):
+            errors[i] = why
+            continue
+        if (v := ev.vector()) is not None:
             vectors[i] = v
             has_vector[i] = True
         ids[i], prompts[i], event_ids[i] = ev.client_id, ev.prompt, ev.event_id

@@ -226,6 +226,10 @@ def _parse_slow(text: str, max_prompt_bytes: int, default_ts: float | None) -> E
     return event
 
 
+# Why an embedding of the right size is refused (here and in `Batch`).
+UNUSABLE_VECTOR = "embedding is zero or not finite"
+
+
 def vector_dim(events: Sequence[Event], space_dim: int | None, model_dim: Callable[[], int]) -> int:
     """The dimension the events' own embeddings must have: the space's when
     there is one, else the model's when some event needs the model, else the
@@ -249,5 +253,5 @@ def vector_problem(event: Event, dim: int) -> str | None:
     with np.errstate(over="ignore", invalid="ignore"):
         norm = float(np.linalg.norm(v))
     if not math.isfinite(norm) or norm == 0:
-        return "embedding is zero or not finite"
+        return UNUSABLE_VECTOR
     return None
